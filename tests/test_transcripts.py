@@ -1,0 +1,389 @@
+"""Transcript files, read back with the real `srt` and `webvtt-py` parsers."""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+import srt
+import webvtt
+
+from subtitler.captions import Caption
+from subtitler.transcripts import Cue, TranscriptWriter, load_jsonl, session_folder, split_cues
+
+ROOT = Path(__file__).resolve().parents[1]
+LONG = (
+    "This is a rather long sentence that a speaker might say in one breath, and it keeps "
+    "going well past what fits on two subtitle lines, so it must become several cues."
+)
+RU = "Привет, как дела? Это тестовая строка на русском языке, довольно длинная."
+ZH = "今天天气很好，我们去公园散步吧。"
+
+
+def final(seq: int, start: float, end: float, text: str, **kw) -> Caption:
+    return Caption(id=seq, seq=seq, kind="final", start=start, end=end, emitted=end + 0.4, lang="en", text=text, **kw)
+
+
+def seconds(stamp: str) -> float:  # webvtt-py's own *_in_seconds truncates to whole seconds
+    h, m, s = stamp.split(":")
+    return int(h) * 3600 + int(m) * 60 + float(s)
+
+
+def read_srt(path: Path) -> list[srt.Subtitle]:
+    text = path.read_text("utf-8")
+    # Both parsers accept a cut-off tail quietly, so check the file ends on a cue boundary
+    # and re-composes byte for byte: that is what a strict player would see.
+    assert text == "" or text.endswith("\n\n")
+    subs = list(srt.parse(text))
+    assert srt.compose(subs, reindex=False) == text
+    return subs
+
+
+def read_vtt(path: Path) -> list[webvtt.Caption]:
+    text = path.read_text("utf-8")
+    assert text.startswith("WEBVTT\n\n") and text.endswith("\n\n")
+    return webvtt.read(str(path)).captions
+
+
+def read_jsonl_strict(path: Path) -> list[dict]:
+    data = path.read_bytes()
+    assert data == b"" or data.endswith(b"\n")
+    return [json.loads(line) for line in data.split(b"\n")[:-1]]
+
+
+# --- split_cues ---------------------------------------------------------------------
+
+
+def test_split_cues_respects_limits_and_keeps_every_word():
+    cues = split_cues(LONG, 10.0, 22.0)
+    assert len(cues) > 1
+    for cue in cues:
+        assert isinstance(cue, Cue) and 1 <= len(cue.lines) <= 2
+        assert all(0 < len(line) <= 42 and line == line.strip() for line in cue.lines)
+    assert " ".join(" ".join(c.lines) for c in cues).split() == LONG.split()
+
+
+def test_split_cues_timing_is_proportional_contiguous_and_exact():
+    cues = split_cues(LONG, 10.0, 22.0)
+    assert cues[0].start == 10.0 and cues[-1].end == 22.0
+    for a, b in zip(cues, cues[1:]):
+        assert a.end == b.start
+    chars = [sum(map(len, c.lines)) for c in cues]
+    for cue, n in zip(cues, chars):
+        assert cue.end - cue.start == pytest.approx(12.0 * n / sum(chars))
+
+
+def test_split_cues_short_text_stays_one_line_and_long_text_is_balanced():
+    assert split_cues("Hello world.", 1, 2) == [Cue(1, 2, ("Hello world.",))]
+    cues = split_cues("word " * 20, 0, 4)  # 99 chars: two cues of two even lines, not 42+42+15
+    assert [len(c.lines) for c in cues] == [2, 2]
+    assert max(len(l) for c in cues for l in c.lines) - min(len(l) for c in cues for l in c.lines) <= 5
+
+
+def test_split_cues_hard_splits_a_word_longer_than_a_line():
+    cues = split_cues("x" * 100 + " end", 0, 1, max_chars=42, max_lines=2)
+    lines = [l for c in cues for l in c.lines]
+    assert all(len(l) <= 42 for l in lines)
+    assert "".join(lines).replace(" ", "") == "x" * 100 + "end"
+
+
+def test_split_cues_empty_and_whitespace_text_gives_no_cues():
+    assert split_cues("", 0, 1) == [] and split_cues(" \n\t ", 0, 1) == []
+
+
+def test_split_cues_custom_limits():
+    cues = split_cues(LONG, 0, 1, max_chars=20, max_lines=1)
+    assert all(len(c.lines) == 1 and len(c.lines[0]) <= 20 for c in cues)
+
+
+# --- TranscriptWriter ---------------------------------------------------------------
+
+
+def test_writes_all_formats_numbered_across_captions(tmp_path):
+    with TranscriptWriter(tmp_path / "out" / "s1") as w:
+        w.on_caption(final(1, 1.0, 2.5, "Hello there."))
+        w.on_caption(final(2, 3.0, 15.0, LONG))
+        w.on_caption(final(3, 62.25, 63.5, "Bye."))
+        paths = w.paths
+    assert set(paths) == {"srt", "vtt", "txt", "jsonl"}
+    assert {p.name for p in paths.values()} == {"captions.srt", "captions.vtt", "captions.txt", "captions.jsonl"}
+
+    subs = read_srt(paths["srt"])
+    long_cues = split_cues(LONG, 3.0, 15.0)
+    assert [s.index for s in subs] == list(range(1, len(long_cues) + 3))
+    assert subs[0].start.total_seconds() == 1.0 and subs[0].end.total_seconds() == 2.5
+    assert subs[0].content == "Hello there."
+    assert subs[1].start.total_seconds() == 3.0 and subs[len(long_cues)].end.total_seconds() == 15.0
+    assert subs[-1].start.total_seconds() == 62.25 and subs[-1].content == "Bye."
+    for s in subs:
+        lines = s.content.split("\n")
+        assert len(lines) <= 2 and all(len(l) <= 42 for l in lines)
+    for a, b in zip(subs, subs[1:]):
+        assert a.start < a.end <= b.start
+
+    vtt = read_vtt(paths["vtt"])
+    assert [(seconds(c.start), seconds(c.end), c.text) for c in vtt] == [
+        (s.start.total_seconds(), s.end.total_seconds(), s.content) for s in subs
+    ]
+
+    assert paths["txt"].read_text("utf-8").splitlines() == [
+        "[00:00:01] Hello there.",
+        f"[00:00:03] {LONG}",
+        "[00:01:02] Bye.",
+    ]
+
+    rows = read_jsonl_strict(paths["jsonl"])
+    assert [r["seq"] for r in rows] == [1, 2, 3]
+    assert rows[0] == {
+        "id": 1, "seq": 1, "start": 1.0, "end": 2.5, "emitted": 2.9, "lang": "en",
+        "text": "Hello there.", "translations": {},
+    }
+    assert load_jsonl(paths["jsonl"]) == rows
+
+
+def test_partials_are_ignored(tmp_path):
+    w = TranscriptWriter(tmp_path)
+    w.on_caption(Caption(id=1, seq=1, kind="partial", start=0, end=1, emitted=1, lang="en", text="Hel", committed="Hel"))
+    w.on_caption(final(2, 0, 1.2, "Hello."))
+    w.on_caption(Caption(id=2, seq=3, kind="partial", start=2, end=3, emitted=3, lang="en", text="Wor"))
+    w.close()
+    assert [s.content for s in read_srt(w.paths["srt"])] == ["Hello."]
+    assert [c.text for c in read_vtt(w.paths["vtt"])] == ["Hello."]
+    assert len(load_jsonl(w.paths["jsonl"])) == 1
+    assert w.paths["txt"].read_text("utf-8") == "[00:00:00] Hello.\n"
+
+
+def test_utf8_chinese_and_russian_round_trip(tmp_path):
+    with TranscriptWriter(tmp_path) as w:
+        w.on_caption(final(1, 0, 3, RU))
+        w.on_caption(Caption(id=2, seq=2, kind="final", start=3, end=5, emitted=5, lang="zh", text=ZH))
+    subs = read_srt(w.paths["srt"])
+    assert " ".join(s.content.replace("\n", " ") for s in subs[:-1]) == RU
+    assert subs[-1].content == ZH
+    assert [c.text for c in read_vtt(w.paths["vtt"])][-1] == ZH
+    assert ZH in w.paths["txt"].read_text("utf-8") and RU in w.paths["txt"].read_text("utf-8")
+    raw = w.paths["jsonl"].read_bytes()
+    assert ZH.encode("utf-8") in raw and b"\\u" not in raw  # readable, not \u-escaped
+    assert [r["text"] for r in load_jsonl(w.paths["jsonl"])] == [RU, ZH]
+
+
+def test_translations_get_their_own_files_opened_lazily(tmp_path):
+    w = TranscriptWriter(tmp_path)
+    w.on_caption(final(1, 0, 2, "Good morning."))
+    assert not (tmp_path / "captions.de.srt").exists()
+    w.on_caption(final(2, 2, 4, "How are you?", translations={"de": "Wie geht es dir?", "ru": "Как дела?"}))
+    w.on_caption(final(3, 4, 6, "Fine.", translations={"de": "Gut."}))
+    w.close()
+    de, ru = w.language_paths["de"], w.language_paths["ru"]
+    assert de["srt"] == tmp_path / "captions.de.srt" and set(de) == {"srt", "vtt", "txt"}
+    assert not (tmp_path / "captions.de.jsonl").exists()
+
+    de_subs = read_srt(de["srt"])
+    assert [(s.index, s.start.total_seconds(), s.end.total_seconds(), s.content) for s in de_subs] == [
+        (1, 2.0, 4.0, "Wie geht es dir?"),
+        (2, 4.0, 6.0, "Gut."),
+    ]
+    assert [c.text for c in read_vtt(ru["vtt"])] == ["Как дела?"]
+    assert de["txt"].read_text("utf-8") == "[00:00:02] Wie geht es dir?\n[00:00:04] Gut.\n"
+    assert len(read_srt(w.paths["srt"])) == 3  # the source language keeps all three
+    rows = load_jsonl(w.paths["jsonl"])
+    assert [r["translations"] for r in rows] == [{}, {"de": "Wie geht es dir?", "ru": "Как дела?"}, {"de": "Gut."}]
+
+
+def test_arrows_newlines_and_markup_cannot_break_the_files(tmp_path):
+    nasty = "a --> b\n\n2\n00:00:01,000 --> 00:00:02,000\nfake cue\r\nTom & <b>Jerry</b>"
+    with TranscriptWriter(tmp_path) as w:
+        w.on_caption(final(1, 0, 2, nasty))
+        w.on_caption(final(2, 2, 3, "after"))
+    subs = read_srt(w.paths["srt"])
+    assert subs[-1].content == "after" and [s.index for s in subs] == list(range(1, len(subs) + 1))
+    flat = " ".join(s.content.replace("\n", " ") for s in subs[:-1])
+    assert "-->" not in flat and flat == "a -> b 2 00:00:01,000 -> 00:00:02,000 fake cue Tom & <b>Jerry</b>"
+    vtt = read_vtt(w.paths["vtt"])
+    assert len(vtt) == len(subs) and vtt[-1].text == "after"
+    assert html.unescape(" ".join(c.text.replace("\n", " ") for c in vtt[:-1])) == flat
+    assert "&amp;" in w.paths["vtt"].read_text("utf-8")  # escaped for VTT's markup
+    assert len(w.paths["txt"].read_text("utf-8").splitlines()) == 2
+    assert load_jsonl(w.paths["jsonl"])[0]["text"] == nasty  # the data file keeps the original
+
+
+def test_degenerate_and_overlapping_times_never_go_backwards(tmp_path):
+    with TranscriptWriter(tmp_path) as w:
+        w.on_caption(final(1, 5.0, 5.0, "zero length"))
+        w.on_caption(final(2, 4.0, 6.0, "starts before the last one ended"))
+        w.on_caption(final(3, 6.0, 5.5, "ends before it starts"))
+        w.on_caption(final(4, 0.0, 0.0, LONG))
+    for subs in (
+        [(s.start.total_seconds(), s.end.total_seconds()) for s in read_srt(w.paths["srt"])],
+        [(seconds(c.start), seconds(c.end)) for c in read_vtt(w.paths["vtt"])],
+    ):
+        assert subs[0] == (5.0, 5.001)
+        for start, end in subs:
+            assert end > start
+        for (_, end), (start, _) in zip(subs, subs[1:]):
+            assert start >= end
+
+
+def test_empty_final_is_kept_in_jsonl_only(tmp_path):
+    with TranscriptWriter(tmp_path) as w:
+        w.on_caption(final(1, 0, 1, "  "))
+        w.on_caption(final(2, 1, 2, "words"))
+    assert [s.index for s in read_srt(w.paths["srt"])] == [1]
+    assert len(load_jsonl(w.paths["jsonl"])) == 2
+
+
+def test_format_selection_and_unknown_format(tmp_path):
+    w = TranscriptWriter(tmp_path / "a", formats=["srt", "jsonl"], basename="talk")
+    assert w.paths == {"srt": tmp_path / "a" / "talk.srt", "jsonl": tmp_path / "a" / "talk.jsonl"}
+    w.on_caption(final(1, 0, 1, "hi", translations={"fr": "salut"}))
+    w.close()
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["talk.fr.srt", "talk.jsonl", "talk.srt"]
+    with pytest.raises(ValueError, match="srt, vtt, txt, jsonl"):
+        TranscriptWriter(tmp_path / "b", formats=["srt", "ass"])
+
+
+def test_vtt_is_valid_before_any_caption_and_close_is_final(tmp_path):
+    w = TranscriptWriter(tmp_path, fsync=False)
+    assert webvtt.read(str(w.paths["vtt"])).captions == []
+    assert w.paths["srt"].read_bytes() == b"" and w.paths["jsonl"].read_bytes() == b""
+    w.close()
+    w.close()  # idempotent
+    with pytest.raises(ValueError):
+        w.on_caption(final(1, 0, 1, "late"))
+
+
+def test_concurrent_writers_threads_keep_files_consistent(tmp_path):
+    w = TranscriptWriter(tmp_path, fsync=False)
+
+    def work(k: int) -> None:
+        for i in range(25):
+            n = k * 100 + i
+            w.on_caption(final(n, n, n + 0.5, f"thread {k} caption {i}", translations={"de": f"faden {k} {i}"}))
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    w.close()
+    assert [s.index for s in read_srt(w.paths["srt"])] == list(range(1, 101))
+    assert len(read_srt(w.language_paths["de"]["srt"])) == 100
+    assert len(read_vtt(w.paths["vtt"])) == 100 and len(read_jsonl_strict(w.paths["jsonl"])) == 100
+
+
+# --- crash safety -------------------------------------------------------------------
+
+CHILD_TEXT = (
+    "Caption number {} is long enough to need more than one cue on screen, "
+    "with some Russian текст and Chinese 中文 thrown in for good measure."
+)
+CHILD = """
+import sys, time
+from pathlib import Path
+from subtitler.captions import Caption
+from subtitler.transcripts import TranscriptWriter
+folder, stop_after = Path(sys.argv[1]), int(sys.argv[2])
+w = TranscriptWriter(folder)  # never closed: the process dies with everything open
+text = sys.argv[3]
+i = 0
+while True:
+    w.on_caption(Caption(id=i, seq=i, kind="final", start=i * 3.0, end=i * 3.0 + 2.5,
+                         emitted=i * 3.0 + 3.0, lang="en", text=text.format(i),
+                         translations={"de": "Untertitel {}".format(i)}))
+    print(i, flush=True)
+    i += 1
+    if i == stop_after:
+        time.sleep(60)
+"""
+
+
+def run_and_kill(folder: Path, at_least: int, stop_after: int, delay: float = 0.0) -> int:
+    """Start a writer process, SIGKILL it `delay` s after it has reported `at_least` captions."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(folder), str(stop_after), CHILD_TEXT], stdout=subprocess.PIPE, env=env, text=True
+    )
+    try:
+        for _ in range(at_least):
+            assert child.stdout.readline(), "writer process died early"
+        time.sleep(delay)  # a caption takes about a millisecond: land anywhere inside one
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=10)
+    assert child.returncode == -signal.SIGKILL
+    return at_least
+
+
+def check_files(folder: Path) -> tuple[int, ...]:
+    """Every file parses cleanly and holds whole captions only; returns the caption
+    counts of (srt, vtt, txt, de.srt, jsonl), in the order they are appended to."""
+    def whole_captions(contents: list[str]) -> int:
+        # How many captions these cues are, provided they end exactly on a caption's last cue.
+        expected, bounds = [], {0: 0}
+        while len(expected) < len(contents):
+            i = len(bounds) - 1
+            expected += ["\n".join(c.lines) for c in split_cues(CHILD_TEXT.format(i), 0, 1)]
+            bounds[len(expected)] = i + 1
+        assert contents == expected[: len(contents)] and len(contents) in bounds, "a caption was cut"
+        return bounds[len(contents)]
+
+    assert len(split_cues(CHILD_TEXT.format(0), 0, 1)) > 1  # so a half-written caption would show
+    subs = read_srt(folder / "captions.srt")
+    assert [s.index for s in subs] == list(range(1, len(subs) + 1))
+    srt_n = whole_captions([s.content for s in subs])
+    vtt_n = whole_captions([c.text for c in read_vtt(folder / "captions.vtt")])
+    txt = (folder / "captions.txt").read_text("utf-8")
+    assert txt == "" or txt.endswith("\n")
+    assert txt.splitlines() == [f"[{_hms(i * 3)}] {CHILD_TEXT.format(i)}" for i in range(len(txt.splitlines()))]
+    de = read_srt(folder / "captions.de.srt") if (folder / "captions.de.srt").exists() else []
+    assert [s.content for s in de] == [f"Untertitel {i}" for i in range(len(de))]
+    rows = read_jsonl_strict(folder / "captions.jsonl")
+    assert [(r["seq"], r["text"]) for r in rows] == [(i, CHILD_TEXT.format(i)) for i in range(len(rows))]
+    assert load_jsonl(folder / "captions.jsonl") == rows
+    return srt_n, vtt_n, len(txt.splitlines()), len(de), len(rows)
+
+
+def _hms(s: int) -> str:
+    return f"{s // 3600:02d}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
+def test_kill_9_after_captions_loses_nothing(tmp_path):
+    written = run_and_kill(tmp_path, at_least=4, stop_after=4)  # killed while idle, files still open
+    assert check_files(tmp_path) == (written,) * 5
+
+
+@pytest.mark.parametrize("attempt", range(4))
+def test_kill_9_mid_write_leaves_only_whole_captions(tmp_path, attempt):
+    run_and_kill(tmp_path, at_least=3, stop_after=10**9, delay=0.0013 * attempt)  # killed while writing
+    counts = check_files(tmp_path)
+    # Files are appended in turn (srt, vtt, txt, de..., jsonl last), so the caption in
+    # flight may be in the first files but not yet the later ones; never half of it.
+    assert counts[0] >= 3
+    assert list(counts) == sorted(counts, reverse=True) and counts[0] - counts[-1] <= 1
+
+
+def test_session_folder_names_are_unique(tmp_path):
+    now = datetime(2024, 5, 17, 9, 3, 7)
+    a = session_folder(tmp_path / "sessions", now)
+    b = session_folder(tmp_path / "sessions", now)
+    c = session_folder(tmp_path / "sessions", now)
+    d = session_folder(tmp_path / "sessions", now, name="team meeting/1")
+    assert [p.name for p in (a, b, c)] == ["2024-05-17_09-03-07", "2024-05-17_09-03-07-2", "2024-05-17_09-03-07-3"]
+    assert d.name == "2024-05-17_09-03-07_team_meeting_1" and d.parent == tmp_path / "sessions"
+    assert all(p.is_dir() for p in (a, b, c, d))
+    assert session_folder(tmp_path).name.startswith(datetime.now().strftime("%Y-%m-%d_"))
+
+
+def test_load_jsonl_skips_a_cut_off_last_line(tmp_path):
+    path = tmp_path / "c.jsonl"
+    path.write_bytes('{"text": "один\u2028два"}\n{"text": "ok"}\n{"text": "cut'.encode("utf-8"))
+    assert load_jsonl(path) == [{"text": "один\u2028два"}, {"text": "ok"}]
