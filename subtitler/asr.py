@@ -9,6 +9,7 @@ known hallucinations, repetition loops) are pure functions tested on their own.
 from __future__ import annotations
 
 import re
+import sys
 import threading
 import time
 import zlib
@@ -18,6 +19,26 @@ from pathlib import Path
 import numpy as np
 
 from .captions import SAMPLE_RATE
+
+
+def _prefer_avx512() -> None:
+    """CTranslate2 picks AVX2 even where AVX-512 exists; its own kernels run ~8 % faster
+    with AVX-512 here. Only when every needed flag is present, and never over the user's
+    own CT2_FORCE_CPU_ISA. Must run before ctranslate2 is first imported."""
+    import os
+
+    if "CT2_FORCE_CPU_ISA" in os.environ or "ctranslate2" in sys.modules:
+        return
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return
+    if {"avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512cd"} <= set(flags):
+        os.environ["CT2_FORCE_CPU_ISA"] = "AVX512"
+
+
+_prefer_avx512()
 
 MAX_AUDIO_S = 30.0  # Whisper's window; the segmenter keeps utterances shorter
 
@@ -209,8 +230,13 @@ class WhisperASR:
 
     def decode(self, audio: np.ndarray, *, language: str | None = None, prior: str | None = None,
                task: str = "transcribe", beam_size: int = 5, prefix: str = "", prompt: str = "",
-               fallback: bool = True) -> Decoding:
-        """Transcribe one utterance (≤ 30 s). ``language=None`` detects it (with ``prior``)."""
+               fallback: bool = True, abandon=None) -> Decoding:
+        """Transcribe one utterance (≤ 30 s). ``language=None`` detects it (with ``prior``).
+
+        ``abandon()``, asked once the encoder pass is done, may say the result is no longer
+        wanted (a partial overtaken by the end of speech): the text generation is skipped
+        and the decoder is free for the final that much sooner.
+        """
         t0 = time.perf_counter()
         if audio.dtype == np.int16:
             audio = audio.astype(np.float32) / 32768.0
@@ -221,6 +247,9 @@ class WhisperASR:
             frames = self.model.feature_extractor.nb_max_frames
             features = np.pad(features, ((0, 0), (0, max(0, frames - features.shape[-1]))))[:, :frames]
             encoder_output = self.model.encode(features)
+            if abandon is not None and abandon():
+                return Decoding(text="", language=language or "", rejected="abandoned",
+                                elapsed=time.perf_counter() - t0)
             languages: dict[str, float] = {}
             if not self.multilingual:
                 language, probability = "en", 1.0

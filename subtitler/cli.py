@@ -142,7 +142,21 @@ def cmd_run(config: Config) -> int:
     writer = TranscriptWriter(folder, config.output.formats, config.output.max_line_chars,
                               config.output.max_lines)
     display = TerminalDisplay()
-    session = Session(asr, source, [writer, display], config)
+    seen = {"dropped": 0, "lagging": False}
+
+    def watch(stats) -> None:
+        # Say so once when audio is lost or decoding falls behind, and again when it recovers.
+        if stats.dropped_frames > seen["dropped"]:
+            display.message(f"warning: {stats.dropped_frames - seen['dropped']} audio blocks dropped "
+                            f"(the capture buffer overflowed; the machine is too busy)")
+            seen["dropped"] = stats.dropped_frames
+        lagging = stats.lag > 5.0
+        if lagging != seen["lagging"]:
+            seen["lagging"] = lagging
+            display.message(f"warning: captions are {stats.lag:.0f} s behind the audio" if lagging
+                            else "captions caught up with the audio")
+
+    session = Session(asr, source, [writer, display], config, on_stats=watch)
     _interruptible(session)
     print(f"Listening to {source.description}. Transcripts go to {folder}/. Ctrl-C stops.",
           file=sys.stderr, flush=True)
@@ -150,14 +164,11 @@ def cmd_run(config: Config) -> int:
         result = session.run()
     finally:
         writer.close()
-    print(f"\nStopped after {result.audio_seconds:.1f} s of audio: {result.finals} captions. "
-          f"Transcripts:", file=sys.stderr)
+    print(f"\nStopped after {result.audio_seconds:.1f} s of audio: {result.finals} captions; "
+          f"decoding lag peaked at {result.max_lag:.1f} s, {result.dropped_blocks} audio blocks dropped, "
+          f"{result.skipped_utterances} utterances skipped to keep up. Transcripts:", file=sys.stderr)
     for path in writer.paths.values():
         print(f"  {path}", file=sys.stderr)
-    if result.dropped_blocks or result.skipped_utterances:
-        print(f"Warning: {result.dropped_blocks} audio blocks dropped (capture overflow), "
-              f"{result.skipped_utterances} utterances skipped to keep up (lag peaked at "
-              f"{result.max_lag:.1f} s).", file=sys.stderr)
     return 0
 
 

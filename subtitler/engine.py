@@ -141,7 +141,8 @@ class Session:
                         self._cond.wait(0.02)  # partials are due by the clock, not only by events
                 decoding = self.asr.decode(job.audio, language=job.language, prior=job.prior,
                                            task=job.task, beam_size=job.beam_size, prefix=job.prefix,
-                                           prompt=job.prompt, fallback=job.fallback)
+                                           prompt=job.prompt, fallback=job.fallback,
+                                           abandon=lambda: self._stale(job))
                 with self._cond:
                     self.policy.on_result(job, decoding, self.now())
                     self.max_lag = max(self.max_lag, self.policy.lag())
@@ -153,6 +154,10 @@ class Session:
                 self.error = e
                 self._cond.notify_all()
             self.source.stop()
+
+    def _stale(self, job) -> bool:
+        with self._cond:
+            return self.policy.is_stale(job)
 
     def _publish(self) -> None:
         for caption in self.policy.drain():
@@ -166,6 +171,6 @@ class Session:
         with self._cond:
             return SessionStats(audio_seconds=self.segmenter.audio_time, lag=self.policy.lag(),
                                 dropped_frames=self.source.dropped_blocks,
-                                utterances=self.policy.finals + len(self.policy._waiting),
+                                utterances=self.policy.finals + self.policy.waiting_count,
                                 finals=self.policy.finals, in_speech=self.segmenter.in_speech,
                                 level_db=self.segmenter.level_db)

