@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 packages=(libportaudio2)  # sounddevice's PortAudio
 extra="models"
 if [[ "${1:-}" == "--test" ]]; then
-  packages+=(pulseaudio pulseaudio-utils libasound2-plugins sox espeak-ng
+  packages+=(pulseaudio pulseaudio-utils libasound2-plugins sox espeak-ng chromium fonts-noto-cjk
              asterisk-core-sounds-en-wav asterisk-core-sounds-es-wav
              asterisk-core-sounds-en asterisk-core-sounds-es)
   extra="models,test"

@@ -226,8 +226,41 @@ class FileSource(AudioSource):
         yield block
 
 
+class PushSource(AudioSource):
+    """Audio pushed by someone else (the server's /ws/audio ingest): 16 kHz mono int16 blocks.
+
+    ``push`` never blocks (a full queue drops the block and counts it); ``end()`` lets the
+    session finish the last utterance and stop.
+    """
+
+    def __init__(self, queue_seconds: float = 10.0, description: str = "remote audio"):
+        super().__init__()
+        self._queue: queue.Queue = queue.Queue(maxsize=max(4, int(queue_seconds * 50)))
+        self._ended = threading.Event()
+        self.description = description
+
+    def push(self, samples: np.ndarray) -> None:
+        try:
+            self._queue.put_nowait(np.asarray(samples, dtype=np.int16).reshape(-1))
+        except queue.Full:
+            self.dropped_blocks += 1
+
+    def end(self) -> None:
+        self._ended.set()
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        while not self._stop.is_set():
+            try:
+                yield self._queue.get(timeout=0.1)
+            except queue.Empty:
+                if self._ended.is_set():
+                    return
+
+
 def open_source(input_spec: str, *, device: str = "", sample_rate: int = 0, channels: int = 0,
                 queue_seconds: float = 10.0, realtime: bool = False) -> AudioSource:
     if input_spec in ("", "mic"):
         return MicrophoneSource(device, sample_rate, channels, queue_seconds)
+    if input_spec == "remote":
+        return PushSource(queue_seconds)
     return FileSource(input_spec, realtime=realtime)

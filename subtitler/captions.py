@@ -77,3 +77,5 @@ class SessionStats:
     finals: int
     in_speech: bool
     level_db: float  # recent input level, dBFS
+    paused: bool = False
+    language: str = "auto"  # the source language setting in force

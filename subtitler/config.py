@@ -28,7 +28,7 @@ def _opt(default, help: str, *, choices=None, lo=None, hi=None, kind=None):
 
 @dataclass(frozen=True)
 class AudioConfig:
-    input: str = _opt("mic", "'mic' for the microphone, or the path of an audio/video file")
+    input: str = _opt("mic", "'mic' for the microphone, 'remote' for audio sent to /ws/audio, or a file path")
     device: str = _opt("", "input device index or (part of its) name; '' = system default")
     sample_rate: int = _opt(0, "capture rate in Hz; 0 = the device's native rate", lo=0, hi=384000)
     channels: int = _opt(0, "capture channels (mixed down to mono); 0 = up to 2", lo=0, hi=32)
@@ -81,11 +81,23 @@ class OutputConfig:
 
 
 @dataclass(frozen=True)
+class ServerConfig:
+    host: str = _opt("127.0.0.1", "address to serve the room on; 0.0.0.0 for screens on the network")
+    port: int = _opt(8765, "one port for the pages, the WebSocket endpoints, /healthz and /metrics", lo=0, hi=65535)
+    token: str = _opt("", "control and audio-ingest token; '' = a random one, printed at start")
+    history: int = _opt(50, "final captions a screen gets when it connects", lo=0, hi=10000)
+    client_queue: int = _opt(256, "events queued for one screen before it counts as stuck", lo=8, hi=100000)
+    client_timeout_s: float = _opt(10.0, "a screen that reads nothing this long is disconnected", lo=0.5, hi=600.0)
+    max_message_bytes: int = _opt(1 << 20, "largest WebSocket message accepted", lo=1024, hi=1 << 26)
+
+
+@dataclass(frozen=True)
 class Config:
     audio: AudioConfig = field(default_factory=AudioConfig)
     vad: VadConfig = field(default_factory=VadConfig)
     asr: AsrConfig = field(default_factory=AsrConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
     source: str = "built-in defaults"  # where the settings came from, for messages
 
     def with_overrides(self, overrides: dict[str, Any], where: str = "command line") -> "Config":
@@ -102,7 +114,8 @@ class Config:
         return cfg
 
 
-SECTIONS = {"audio": AudioConfig, "vad": VadConfig, "asr": AsrConfig, "output": OutputConfig}
+SECTIONS = {"audio": AudioConfig, "vad": VadConfig, "asr": AsrConfig, "output": OutputConfig,
+            "server": ServerConfig}
 
 
 def _section_class(section: str, where: str):

@@ -83,12 +83,34 @@ class Session:
         self._on_stats, self._stats_interval = on_stats, stats_interval
         self.max_lag = 0.0
         self.error: BaseException | None = None
+        self._paused = False
 
     def now(self) -> float:
         return time.monotonic() - self._t0
 
     def stop(self) -> None:
         self.source.stop()
+
+    # -- control (from the console; any thread) --------------------------------------------
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    def pause(self) -> None:
+        """Stop captioning: the utterance in progress is finished, later audio is ignored."""
+        self._paused = True  # the capture thread ends the utterance at its next block
+
+    def resume(self) -> None:
+        self._paused = False
+
+    def set_language(self, language: str | None) -> None:
+        """Fix the spoken language (a code) or detect it per utterance (None / 'auto')."""
+        language = None if language in (None, "", "auto") else language
+        if language is not None and language not in self.asr.languages:
+            raise ValueError(f"'{language}' is not a language of this model; allowed: auto, "
+                             f"{', '.join(self.asr.languages)}")
+        with self._cond:
+            self.policy.set_language(language)
 
     # -- threads --------------------------------------------------------------------------
     def run(self) -> SessionResult:
@@ -98,7 +120,11 @@ class Session:
         next_stats = 0.0
         try:
             for block in self.source:
-                events = self.segmenter.push(block)
+                if self._paused:  # keep the clock and the level meter, caption nothing
+                    events = self.segmenter.flush()
+                    self.segmenter.skip(block)
+                else:
+                    events = self.segmenter.push(block)
                 with self._cond:
                     for ev in events:
                         self.policy.on_event(ev, self.now())
@@ -173,4 +199,5 @@ class Session:
                                 dropped_frames=self.source.dropped_blocks,
                                 utterances=self.policy.finals + self.policy.waiting_count,
                                 finals=self.policy.finals, in_speech=self.segmenter.in_speech,
-                                level_db=self.segmenter.level_db)
+                                level_db=self.segmenter.level_db, paused=self._paused,
+                                language=self.policy.o.language or "auto")

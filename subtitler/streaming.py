@@ -22,7 +22,7 @@ are committed and never change; later decodes are forced to start with them
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -200,6 +200,10 @@ class StreamingPolicy:
         if not job.final and live.ended is None and decoding.ok:
             self._agree(live, decoding, now)
         self._publish_ready(now)
+
+    def set_language(self, language: str | None) -> None:
+        """From the next decode on: a fixed source language, or None to detect."""
+        self.o = replace(self.o, language=language)
 
     def drain(self) -> list[Caption]:
         """Captions produced since the last call, in publication order."""

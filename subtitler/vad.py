@@ -127,6 +127,18 @@ class Segmenter:
             self._send_audio(len(self._frames), events)
         return events
 
+    def skip(self, samples: np.ndarray) -> None:
+        """Let audio pass unheard (captioning paused): times and the level meter move on."""
+        samples = np.asarray(samples, dtype=np.int16).reshape(-1)
+        if samples.size:
+            rms = float(np.sqrt(np.mean(samples.astype(np.float32) ** 2)) + 1e-9)
+            self.level_db = 20 * np.log10(rms / 32768.0)
+        data = np.concatenate([self._pending, samples]) if self._pending.size else samples
+        n = data.size // self.frame
+        self._frames_seen += n
+        self._pending = data[n * self.frame:].copy()
+        self._history.clear()
+
     def flush(self) -> list:
         """End of input: whatever speech is in progress ends now."""
         events: list = []
