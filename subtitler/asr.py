@@ -103,6 +103,9 @@ def is_known_hallucination(text: str, confident: bool) -> bool:
     return key in KNOWN_HALLUCINATIONS and not confident
 
 
+_CJK = r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]"
+
+
 def collapse_repetitions(text: str, min_repeats: int = 3, max_ngram: int = 12) -> tuple[str, bool]:
     """Cut a run of the same word n-gram repeated ``min_repeats``+ times down to one.
 
@@ -134,12 +137,10 @@ def collapse_repetitions(text: str, min_repeats: int = 3, max_ngram: int = 12) -
         else:
             n += 1
     result = " ".join(words)
-    # unspaced scripts (Chinese, Japanese): a substring repeated back to back
-    m = re.search(r"(.{2,20}?)\1{%d,}" % (min_repeats - 1), result)
-    if m and not re.search(r"\s", m.group(1)):
-        result = result[:m.start()] + m.group(1) + result[m.end():]
-        cut = True
-    return result, cut
+    # Unspaced scripts (Chinese, Japanese, Korean): a run of characters repeated back to back.
+    # Only those scripts: "1000000" or "hahaha" are not loops.
+    result, n = re.subn(r"((?:%s){2,20}?)\1{%d,}" % (_CJK, min_repeats - 1), r"\1", result)
+    return result, cut or n > 0
 
 
 def compression_ratio(text: str) -> float:

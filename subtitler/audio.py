@@ -189,15 +189,24 @@ class FileSource(AudioSource):
                                    f"(wav, flac, mp3, ogg, m4a, mp4, …)") from None
         self.description = f"file {self.path.name}" + (" (real time)" if realtime else "")
         self.fed_seconds = 0.0  # audio handed out so far
+        self.bad_packets = 0
 
     def _decoded(self) -> Iterator[np.ndarray]:
         import av
 
         resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
         with av.open(str(self.path)) as container:
-            for frame in container.decode(audio=0):
-                for out in resampler.resample(frame):
-                    yield out.to_ndarray().reshape(-1)
+            stream = container.streams.audio[0]
+            for packet in container.demux(stream):
+                try:
+                    frames = packet.decode()
+                except av.error.InvalidDataError:
+                    # a damaged packet (often a cut-off last one): skip it as ffmpeg does
+                    self.bad_packets += 1
+                    continue
+                for frame in frames:
+                    for out in resampler.resample(frame):
+                        yield out.to_ndarray().reshape(-1)
                 if self._stop.is_set():
                     return
             for out in resampler.resample(None):

@@ -57,6 +57,7 @@ class DecodeJob:
     prompt: str
     task: str
     fallback: bool
+    may_finalize: bool = False  # decoded with the final's care (beam), so it may become the final
 
     @property
     def samples(self) -> int:
@@ -83,7 +84,7 @@ class _Live:
     last_decode_done: float = -1e9
     in_flight: bool = False
     shown: bool = False  # a partial went out
-    last_partial: str = ""
+    last_partial: tuple = ()
 
     def audio(self) -> np.ndarray:
         if len(self.chunks) > 1:
@@ -194,10 +195,11 @@ class StreamingPolicy:
             return
         if decoding.rejected:
             self.rejected[decoding.rejected] = self.rejected.get(decoding.rejected, 0) + 1
-        live.best = (job.samples, decoding)
+        if job.final or job.may_finalize:  # a greedy partial never stands in for the final
+            live.best = (job.samples, decoding)
         if live.language is None and decoding.ok and decoding.language_probability >= 0.7:
             live.language = decoding.language  # sure enough: pin it, later decodes skip detection
-        if not job.final and live.ended is None and decoding.ok:
+        if not job.final and live.ended is None and decoding.ok and self.o.partial_interval > 0:
             self._agree(live, decoding, now)
         self._publish_ready(now)
 
@@ -234,9 +236,10 @@ class StreamingPolicy:
 
     @property
     def session_language(self) -> str | None:
-        if not self._recent_langs:
+        langs = list(self._recent_langs)
+        if not langs:
             return None
-        return max(set(self._recent_langs), key=list(self._recent_langs).count)
+        return max(reversed(langs), key=langs.count)  # a tie goes to the most recent
 
     # -- internals ------------------------------------------------------------------------
     def _live(self, utterance_id: int) -> _Live | None:
@@ -257,7 +260,8 @@ class StreamingPolicy:
         may_finalize = final or live.paused
         return DecodeJob(live.id, final, audio, self.o.language or live.language, self.session_language,
                          self.o.beam_size if may_finalize and not hurry else 1,
-                         " ".join(live.committed), prompt, self.o.task, fallback=final and not hurry)
+                         " ".join(live.committed), prompt, self.o.task, fallback=final and not hurry,
+                         may_finalize=may_finalize)
 
     def _agree(self, live: _Live, decoding: Decoding, now: float) -> None:
         """LocalAgreement-2 over the words after the committed prefix."""
@@ -270,10 +274,10 @@ class StreamingPolicy:
         live.committed = live.committed + words[:agreed]
         live.tentative = words[agreed:]
         live.previous_tail = live.tentative
-        text = " ".join(live.committed + live.tentative)
-        if text != live.last_partial:  # an unchanged line is not worth a screen update
-            live.last_partial = text
-            self._emit(live, "partial", text, now, decoding.language)
+        shown = (len(live.committed), " ".join(live.committed + live.tentative))
+        if shown != live.last_partial:  # an unchanged line is not worth a screen update
+            live.last_partial = shown
+            self._emit(live, "partial", shown[1], now, decoding.language)
 
     def _publish_ready(self, now: float) -> None:
         """Publish finals, in order, for ended utterances whose latest decode heard everything."""

@@ -87,7 +87,7 @@ class Segmenter:
         self._pause = n(options.pause_ms)
         self._end = n(options.end_silence_ms)
         self._post_roll = min(n(options.post_roll_ms), self._end)
-        self._min_voiced = options.min_speech_ms // options.frame_ms
+        self._min_voiced = -(-options.min_speech_ms // options.frame_ms)  # rounded up
         self._max_frames = int(options.max_utterance_s * 1000 / options.frame_ms)
 
         self._pending = np.zeros(0, np.int16)

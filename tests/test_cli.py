@@ -184,7 +184,7 @@ def test_transcribe_writes_all_formats_that_parse_back(short_stream, base_model_
     out = cwd / "subs"
     assert sorted(p.name for p in out.iterdir()) == sorted(f"{wav.stem}.{f}" for f in FORMATS)
     for f in FORMATS:  # stdout lists the files written
-        assert str(out / f"{wav.stem}.{f}") in r.stdout
+        assert f"  {Path('subs') / wav.stem}.{f}\n" in r.stdout, r.stdout
     records = check_consistent(out, basename=wav.stem)
     truth = short_stream["utterances"]
     assert len(records) == len(truth), records
@@ -232,7 +232,8 @@ def test_run_file_makes_one_session_folder(short_stream, cwd):
         assert str(Path("out") / folder.name / f"captions.{f}") in summary
     # The finals are shown on stdout too (not a terminal: no escape codes).
     assert "\x1b" not in r.stdout
-    assert [line for line in r.stdout.splitlines() if line.strip()] == read_txt(folder / "captions.txt")
+    shown = [line.split("] ", 1)[1] for line in r.stdout.splitlines() if line.startswith("[")]
+    assert shown == [rec["text"] for rec in records]
 
 
 # -- refused before anything starts ---------------------------------------------------------
@@ -306,6 +307,27 @@ def test_bad_set_option(option, expected, short_stream, cwd):
     assert not (cwd / "out").exists()
 
 
+def test_bad_formats_option(short_stream, cwd):
+    r = subtitler("transcribe", short_stream["wav"], "--out", "out", "--formats", "srt,docx",
+                  "--set", MODELS, cwd=cwd, timeout=ERROR_TIMEOUT)
+    assert r.returncode == 2, r.stderr
+    msg = one_error(r.stderr)
+    assert "[output] formats = 'srt,docx': unknown: docx; allowed: one of srt, vtt, txt, jsonl" in msg
+    assert not (cwd / "out").exists()
+
+
+@pytest.mark.slow
+def test_unknown_language_refused_before_the_session(short_stream, cwd):
+    # Only the model knows its languages, so this is checked after loading it, but still
+    # before a session folder or any transcript exists.
+    r = subtitler("run", "--input", short_stream["wav"], "--out", "out", "--language", "xx",
+                  "--set", MODELS, cwd=cwd, timeout=ERROR_TIMEOUT)
+    assert r.returncode == 2, r.stderr
+    msg = one_error(r.stderr)
+    assert "asr.language = 'xx' is not a language of model 'base'; allowed: auto, " in msg and " en," in msg
+    assert not (cwd / "out").exists()
+
+
 def test_config_value_out_of_range(short_stream, cwd):
     (cwd / "settings.toml").write_text("[vad]\nend_silence_ms = 50\n\n[asr]\nbeam_size = 3\n")
     r = subtitler("run", "--config", "settings.toml", "--input", short_stream["wav"], "--out", "out",
@@ -347,6 +369,7 @@ def test_kill_9_leaves_whole_captions_in_every_file(long_stream, cwd):
             p.wait()
     assert sorted(q.name for q in folder.iterdir()) == sorted(f"captions.{f}" for f in FORMATS)
     records = check_consistent(folder)
+    print(f"kill -9: {len(records)} captions survive: {[r['text'] for r in records]}")
     assert 2 <= len(records) < len(long_stream["utterances"])
     truth = long_stream["utterances"][: len(records)]
     assert wer([" ".join(u["text"] for u in truth)], [" ".join(r["text"] for r in records)]) <= 0.3
@@ -379,7 +402,7 @@ def test_ctrl_c_finishes_the_caption_being_spoken(long_stream, cwd):
     assert "stopping: finishing the last utterance" in stderr
 
     folder = only_session_folder(cwd / "out")
-    m = re.search(r"Stopped after ([\d.]+) s of audio: (\d+) captions\. Transcripts:\n((?:  .*\n?)+)", stderr)
+    m = re.search(r"Stopped after ([\d.]+) s of audio: (\d+) captions\b[^\n]*Transcripts:\n((?:  .*\n?)+)", stderr)
     assert m, stderr
     audio_s, finals = float(m.group(1)), int(m.group(2))
     listed = [line.strip() for line in m.group(3).splitlines()]
@@ -389,6 +412,7 @@ def test_ctrl_c_finishes_the_caption_being_spoken(long_stream, cwd):
     assert target["start"] < audio_s < target["end"] + 1.5, (audio_s, target)
 
     records = check_consistent(folder)
+    print(f"ctrl-c: stopped in {stop_took:.2f} s after {audio_s} s of audio; last caption {records[-1]}")
     assert len(records) == finals == 4, records
     last = records[-1]
     # The caption being spoken was finished and written: it starts at the target's
@@ -399,7 +423,8 @@ def test_ctrl_c_finishes_the_caption_being_spoken(long_stream, cwd):
     assert said and said[0] == ref[0] and len(set(said) & set(ref[:8])) >= 2, last["text"]
     earlier = long_stream["utterances"][:3]
     assert wer([" ".join(u["text"] for u in earlier)], [" ".join(r["text"] for r in records[:3])]) <= 0.3
-    assert out.read_text().splitlines()[-1].endswith(last["text"])  # shown on screen too
+    shown = [line for line in out.read_text().splitlines() if line.startswith("[")]
+    assert shown[-1].endswith("] " + last["text"])  # shown on screen too
 
 
 # -- the small commands ---------------------------------------------------------------------

@@ -7,9 +7,9 @@ known (``bench/corpus.py``).
 Figures measured on the 12-prompt ``english_stream`` (seed 0, -60 dBFS noise), which the
 bounds below are set from (2-core CPU, base int8):
 
-* caption start precedes the measured speech onset by 0.30–0.32 s: the segmenter's
-  300 ms pre-roll (by design: ``Utterance.start`` includes it) plus 30 ms frame rounding;
-* caption end follows the measured speech offset by 0.08–0.18 s (frame rounding, soft
+* caption start precedes the measured speech onset by 0.295–0.315 s: the segmenter's
+  300 ms pre-roll (by design: ``Utterance.start`` includes it) ± 30 ms frame rounding;
+* caption end follows the measured speech offset by 0.076–0.182 s (frame rounding, soft
   offsets under corpus' -45 dBFS threshold);
 * WER of the concatenated finals 0.014 (1 error in 72 words: "press star" → "press start").
 """
@@ -33,14 +33,14 @@ from subtitler.models import resolve_model
 pytestmark = pytest.mark.slow
 
 # Boundary tolerances (seconds) between a final's [start, end] and the reference speech.
-# Measured: start 0.30–0.32 s early (pre-roll), end 0.08–0.18 s late.
+# Measured: start 0.295–0.315 s early (pre-roll), end 0.076–0.182 s late.
 TOL_START = 0.35
 TOL_END = 0.30
 # Measured WER 0.014 (1/72 words); the bound allows ~5 errors.
 MAX_WER = 0.08
-# Realtime: measured final latency (emitted − end) 0.6–1.0 s on an idle 2-core CPU;
-# this is a sanity bound for a loaded machine, not a benchmark.
-MAX_FINAL_LATENCY = 3.0
+# Realtime: measured final latency (emitted − end) 1.0–1.2 s on a quiet 2-core CPU and up to
+# 2.2 s while another process decoded with Whisper; a sanity bound, not a benchmark.
+MAX_FINAL_LATENCY = 4.0
 
 
 class Recorder:
@@ -71,14 +71,6 @@ def run_session(asr: WhisperASR, wav: str | Path, realtime: bool = False,
 
 def words(text: str) -> list[str]:
     return [w for w in (normalize_for_match(t) for t in text.split()) if w]
-
-
-def cut_wav(src: str | Path, dst: Path, seconds: float) -> Path:
-    """Copy the first ``seconds`` of a 16 kHz mono WAV."""
-    with wave.open(str(src), "rb") as r:
-        x = np.frombuffer(r.readframes(r.getnframes()), dtype="<i2")
-    corpus.write_wav(dst, x[: int(round(seconds * SAMPLE_RATE))])
-    return dst
 
 
 @pytest.fixture(scope="module")
@@ -217,6 +209,22 @@ def test_last_utterance_survives_end_of_file(asr_base, english_stream, tmp_path,
     assert abs(last.end - (refs[-1]["end"] - begin)) <= TOL_END
     assert last.end <= result.audio_seconds + 1e-6
     assert corpus.wer([refs[-1]["text"]], [last.text]) <= 0.2, last.text
+
+
+def test_last_utterance_survives_end_of_live_file(asr_base, short_stream, tmp_path):
+    """The same in real time (partials running when the input stops): ~6 s of audio."""
+    last_ref = short_stream["utterances"][-1]
+    begin = last_ref["start"] - 0.8
+    with wave.open(short_stream["wav"], "rb") as r:
+        x = np.frombuffer(r.readframes(r.getnframes()), dtype="<i2")
+    corpus.write_wav(tmp_path / "cut.wav", x[int(begin * SAMPLE_RATE): int(round(last_ref["end"] * SAMPLE_RATE))])
+    rec, result = run_session(asr_base, tmp_path / "cut.wav", realtime=True)
+    finals = [f for f in rec.finals if f.text]
+    assert len(finals) == 1 == result.finals, rec.captions
+    assert rec.captions[-1] is finals[0], "nothing after the final"
+    assert any(p.id == finals[0].id for p in rec.partials)
+    assert abs(finals[0].end - (last_ref["end"] - begin)) <= TOL_END
+    assert corpus.wer([last_ref["text"]], [finals[0].text]) <= 0.2, finals[0].text
 
 
 # -- tiny.en -----------------------------------------------------------------------------------
