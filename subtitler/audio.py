@@ -171,6 +171,8 @@ class FileSource(AudioSource):
         self.path = Path(path)
         self.realtime = realtime
         self.block = SAMPLE_RATE * block_ms // 1000
+        if self.path.is_dir():
+            raise AudioSourceError(f"input {self.path} is a folder; give the path of an audio or video file")
         if not self.path.is_file():
             raise AudioSourceError(f"input file {self.path} does not exist; give the path of an audio "
                                    f"or video file, or 'mic' for the microphone")

@@ -1,9 +1,10 @@
-"""Command line: subtitler run | transcribe | devices | models."""
+"""Command line: subtitler run | send | transcribe | devices | models."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 from .audio import AudioSourceError, FileSource, list_input_devices, open_source
 from .config import Config, ConfigError, load_config, parse_set_option
 from .models import ModelNotFoundError, list_models
+from .server import ServerError
 
 EXIT_BAD_INPUT = 2  # config, model, device or file problems: nothing was started
 
@@ -33,10 +35,33 @@ def build_parser() -> argparse.ArgumentParser:
                          description="Caption live audio. Ctrl-C stops, flushes and prints where the "
                                      "transcripts are.")
     _common(run)
-    run.add_argument("--input", help="'mic' (default) or an audio/video file (audio.input)")
+    run.add_argument("--input", help="'mic' (default), 'remote' (audio sent with `subtitler send`), "
+                                     "or an audio/video file (audio.input)")
     run.add_argument("--device", help="input device index or name (audio.device)")
     run.add_argument("--realtime", action="store_true", default=None,
                      help="pace a file input to real time, as if it were live (audio.realtime)")
+    run.add_argument("--host", help="address to serve the room's pages on: 127.0.0.1 (default, this "
+                                    "machine) or 0.0.0.0 (screens on the network) (server.host)")
+    run.add_argument("--port", type=int, help="port for the pages and WebSockets; 0 = any free one "
+                                              "(server.port, default 8765)")
+    run.add_argument("--token", help="console and audio-ingest token (server.token; default: a random "
+                                     "one, printed at start)")
+
+    send = sub.add_parser("send", help="send a recording or this machine's microphone to a "
+                                       "`subtitler run --input remote`",
+                          description="Stream audio to a subtitler server's /ws/audio as 16 kHz mono PCM. "
+                                      "Ctrl-C (or the end of the file) ends the stream; the server "
+                                      "finishes the last caption.")
+    what = send.add_mutually_exclusive_group(required=True)
+    what.add_argument("file", nargs="?", help="audio or video file to send")
+    what.add_argument("--mic", nargs="?", const="", metavar="DEVICE",
+                      help="send the microphone (optionally a device index or part of its name)")
+    send.add_argument("--realtime", action="store_true",
+                      help="send a file at the pace of speech, as if live (default: as fast as the server decodes)")
+    send.add_argument("--server", default="ws://127.0.0.1:8765",
+                      help="the server, ws://HOST:PORT (default: %(default)s)")
+    send.add_argument("--token", default=None,
+                      help="the token `subtitler run` printed (default: $SUBTITLER_TOKEN)")
 
     tr = sub.add_parser("transcribe", help="make subtitle files from a recording",
                         description="Transcribe a recording into subtitle files named after it.")
@@ -55,6 +80,8 @@ def settings(args) -> Config:
     overrides = {"asr.model": args.model, "asr.language": args.language, "output.dir": args.out}
     for key in ("input", "device", "realtime"):
         overrides[f"audio.{key}"] = getattr(args, key, None)
+    for key in ("host", "port", "token"):
+        overrides[f"server.{key}"] = getattr(args, key, None)
     if getattr(args, "formats", None):
         overrides["output.formats"] = args.formats
     for item in args.set:
@@ -72,11 +99,13 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_devices()
         if args.command == "models":
             return cmd_models(load_config(args.config))
+        if args.command == "send":
+            return cmd_send(args)
         config = settings(args)
         if args.command == "run":
             return cmd_run(config)
         return cmd_transcribe(config, Path(args.file))
-    except (ConfigError, ModelNotFoundError, AudioSourceError, ValueError) as e:
+    except (ConfigError, ModelNotFoundError, AudioSourceError, ServerError, ValueError) as e:
         print(f"subtitler: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except RuntimeError as e:
@@ -129,47 +158,95 @@ def _interruptible(session) -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
+def _announce(server, remote: bool) -> None:
+    """Where the room finds its pages, and the token for the console (and for senders)."""
+    urls = server.page_urls()
+    lines = [f"Serving the room on {', '.join(u + '/' for u in server.base_urls())}",
+             f"  screens:  {urls['overlay']}",
+             f"  console:  {urls['console']}",
+             f"  token:    {server.token}"]
+    if remote:
+        lines.append(f"  audio:    subtitler send --mic --server {urls['audio']} --token {server.token}")
+    print("\n".join(lines), file=sys.stderr, flush=True)
+
+
 def cmd_run(config: Config) -> int:
     from .display import TerminalDisplay
     from .engine import Session
+    from .server import Server
     from .transcripts import TranscriptWriter, session_folder
 
     a = config.audio
+    remote = a.input == "remote"
     source = open_source(a.input, device=a.device, sample_rate=a.sample_rate, channels=a.channels,
                          queue_seconds=a.queue_seconds, realtime=a.realtime)
-    asr = _load(config)
-    folder = session_folder(Path(config.output.dir))
-    writer = TranscriptWriter(folder, config.output.formats, config.output.max_line_chars,
-                              config.output.max_lines)
-    display = TerminalDisplay()
-    seen = {"dropped": 0, "lagging": False}
-
-    def watch(stats) -> None:
-        # Say so once when audio is lost or decoding falls behind, and again when it recovers.
-        if stats.dropped_frames > seen["dropped"]:
-            display.message(f"warning: {stats.dropped_frames - seen['dropped']} audio blocks dropped "
-                            f"(the capture buffer overflowed; the machine is too busy)")
-            seen["dropped"] = stats.dropped_frames
-        lagging = stats.lag > 5.0
-        if lagging != seen["lagging"]:
-            seen["lagging"] = lagging
-            display.message(f"warning: captions are {stats.lag:.0f} s behind the audio" if lagging
-                            else "captions caught up with the audio")
-
-    session = Session(asr, source, [writer, display], config, on_stats=watch)
-    _interruptible(session)
-    print(f"Listening to {source.description}. Transcripts go to {folder}/. Ctrl-C stops.",
-          file=sys.stderr, flush=True)
+    # Bind before the model loads: a taken port is refused at once, and screens can connect early.
+    server = Server(config.server, live=source.realtime).start()
     try:
-        result = session.run()
+        _announce(server, remote)
+        if remote:
+            server.attach_ingest(source, a.queue_seconds)
+        asr = _load(config)
+        folder = session_folder(Path(config.output.dir))
+        writer = TranscriptWriter(folder, config.output.formats, config.output.max_line_chars,
+                                  config.output.max_lines)
+        display = TerminalDisplay()
+        seen = {"dropped": 0, "lagging": False}
+
+        def watch(stats) -> None:
+            server.update_stats(stats)
+            # Say so once when audio is lost or decoding falls behind, and again when it recovers.
+            if stats.dropped_frames > seen["dropped"]:
+                display.message(f"warning: {stats.dropped_frames - seen['dropped']} audio blocks dropped "
+                                f"(the capture buffer overflowed; the machine is too busy)")
+                seen["dropped"] = stats.dropped_frames
+            lagging = stats.lag > 5.0
+            if lagging != seen["lagging"]:
+                seen["lagging"] = lagging
+                display.message(f"warning: captions are {stats.lag:.0f} s behind the audio" if lagging
+                                else "captions caught up with the audio")
+
+        session = Session(asr, source, [writer, display, server.sink], config, on_stats=watch)
+        server.attach(session, source_languages=asr.languages)
+        _interruptible(session)
+        print(f"Listening to {source.description}. Transcripts go to {folder}/. Ctrl-C stops.",
+              file=sys.stderr, flush=True)
+        try:
+            result = session.run()
+        finally:
+            writer.close()
+        if remote:
+            server.finish_ingest()  # the sender's `end` is answered once the transcripts are flushed
+        print(f"\nStopped after {result.audio_seconds:.1f} s of audio: {result.finals} captions; "
+              f"decoding lag peaked at {result.max_lag:.1f} s, {result.dropped_blocks} audio blocks dropped, "
+              f"{result.skipped_utterances} utterances skipped to keep up. Transcripts:", file=sys.stderr)
+        for path in writer.paths.values():
+            print(f"  {path}", file=sys.stderr)
     finally:
-        writer.close()
-    print(f"\nStopped after {result.audio_seconds:.1f} s of audio: {result.finals} captions; "
-          f"decoding lag peaked at {result.max_lag:.1f} s, {result.dropped_blocks} audio blocks dropped, "
-          f"{result.skipped_utterances} utterances skipped to keep up. Transcripts:", file=sys.stderr)
-    for path in writer.paths.values():
-        print(f"  {path}", file=sys.stderr)
+        server.stop()
     return 0
+
+
+def cmd_send(args) -> int:
+    from .audio import MicrophoneSource
+    from .send import SendError, send_audio, server_url
+
+    token = args.token if args.token is not None else os.environ.get("SUBTITLER_TOKEN", "")
+    if not token:
+        raise ConfigError("a token is needed: --token T (printed by `subtitler run`) or the "
+                          "SUBTITLER_TOKEN environment variable")
+    url = server_url(args.server)
+    if args.mic is not None:
+        if args.realtime:
+            raise ConfigError("--realtime is for files; a microphone is always live")
+        source = MicrophoneSource(args.mic)
+    else:
+        source = FileSource(args.file, realtime=args.realtime)
+    try:
+        return send_audio(source, url, token)
+    except SendError as e:
+        print(f"subtitler: error: {e}", file=sys.stderr)
+        return e.exit_code
 
 
 def cmd_transcribe(config: Config, path: Path) -> int:

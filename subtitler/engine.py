@@ -55,7 +55,7 @@ def streaming_options(config: Config, live: bool) -> StreamingOptions:
                             first_partial_s=a.first_partial_s, beam_size=a.beam_size,
                             language=None if a.language == "auto" else a.language, task=a.task,
                             prompt=prompt, condition_on_previous=a.condition_on_previous,
-                            max_lag_s=a.max_lag_s if live else None)
+                            max_lag_s=a.max_lag_s if live else None, speculate=live)
 
 
 @dataclass

@@ -61,7 +61,9 @@ def resolve_model(name: str, models_dir: str | Path = "models", download: bool =
     """Return a folder holding a ready CTranslate2 Whisper model, or raise ModelNotFoundError."""
     models_dir = Path(models_dir).expanduser()
     candidate = Path(name).expanduser()
-    if candidate.exists() or _looks_like_path(name):
+    # A bare name is a path only when it names a model folder: a stray ./base folder does not
+    # hide the model called base.
+    if _looks_like_path(name) or is_model_dir(candidate) or (candidate.is_file()):
         if is_model_dir(candidate):
             return candidate
         missing = [f for f in REQUIRED_FILES if not (candidate / f).is_file()]

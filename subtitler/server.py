@@ -80,6 +80,10 @@ class ProtocolError(Exception):
         self.code, self.message = code, message
 
 
+class _Refused(Exception):
+    """A connection was answered with an error and closed; its handler ends quietly."""
+
+
 class Controls(Protocol):
     """What the console steers; ``engine.Session`` is one."""
 
@@ -135,7 +139,7 @@ def normalize_langs(value: Any) -> frozenset[str] | None:
                                          f'(e.g. ["zh", "en"]), "source" or "*"')
     if "*" in value:
         return None
-    return frozenset(v.lower().replace("_", "-") for v in value)
+    return frozenset(value)
 
 
 # -- the event log -----------------------------------------------------------------------------
@@ -174,9 +178,9 @@ class EventLog:
     """What a screen needs to catch up: the last ``history`` finals, the translations and clear
     that came with or after them, and the latest partial of the utterance in progress.
 
-    ``floor``: events up to this ``seq`` may be gone; a client resuming from below it must
-    reset its screen. A superseded partial is simply dropped (the newer one replaces it on
-    screen), so it never moves the floor.
+    ``floor``: events up to this ``seq`` that still matter may be gone; a client resuming from
+    below it must reset its screen. A superseded partial is simply dropped (the newer one
+    replaces it on screen), so it never moves the floor.
     """
 
     def __init__(self, history: int):
@@ -188,10 +192,9 @@ class EventLog:
         self._finals = 0  # non-empty finals retained
         self._limit = 4 * history + 64  # bounds retractions/translations between finals too
 
-    def _append(self, payload: dict) -> Event:
+    def _append(self, kind: str, body: dict) -> Event:
         self.seq += 1
-        payload["seq"] = self.seq
-        ev = Event(self.seq, payload)
+        ev = Event(self.seq, {"type": kind, "seq": self.seq, **body})
         self._events[self.seq] = ev
         return ev
 
@@ -200,7 +203,7 @@ class EventLog:
         old = self._partial.pop(data["id"], None)
         if old is not None:
             self._events.pop(old, None)
-        ev = self._append(data)
+        ev = self._append("caption", data)
         if ev.kind == "partial":
             self._partial[ev.id] = ev.seq
         elif data.get("text"):
@@ -209,16 +212,18 @@ class EventLog:
         return ev, old
 
     def translation(self, caption_id: int, lang: str, text: str) -> Event:
-        ev = self._append({"type": "translation", "id": caption_id, "lang": lang, "text": text})
+        ev = self._append("translation", {"id": caption_id, "lang": lang, "text": text})
         self._evict()
         return ev
 
     def clear(self) -> Event:
-        self.floor = self.seq  # nothing before a clear is ever replayed
+        # Nothing before a clear matters any more: while the clear itself is retained, any
+        # client can resume (it replays the clear); its eviction moves the floor as usual.
+        self.floor = 0
         self._events.clear()
         self._partial.clear()
         self._finals = 0
-        return self._append({"type": "clear"})
+        return self._append("clear", {})
 
     def _evict(self) -> None:
         while self._events and (self._finals > self.history or len(self._events) > self._limit):
@@ -301,7 +306,6 @@ class Hub:
 
     # -- publishing (called in the loop via call_soon_threadsafe) -----------------------------
     def publish_caption(self, data: dict, arrived: float) -> None:
-        data["type"] = "caption"
         data.pop("seq", None)  # the engine's caption seq; ours numbers every event
         if data.get("lang"):
             self._languages.add(data["lang"])
@@ -361,7 +365,7 @@ class Hub:
     # -- fan-out ----------------------------------------------------------------------------
     def _fanout(self, ev: Event, key: tuple, drop: tuple | None = None) -> None:
         direct: dict[bytes, list[ServerConnection]] = {}
-        for c in self.viewers:
+        for c in tuple(self.viewers):  # a slow one may be dropped (removed) on the way
             if ev.visible_to(c.langs):
                 self._offer(c, key, ev.wire(c.langs), direct, drop)
         self._flush(direct)
@@ -471,7 +475,7 @@ class Hub:
     def broadcast_status(self) -> None:
         data = _dumps(self.status())
         direct: dict[bytes, list] = {}
-        for c in list(self.viewers) + list(self.consoles):
+        for c in (*self.viewers, *self.consoles):
             self._offer(c, ("status",), data, direct)
         self._flush(direct)
 
@@ -489,33 +493,34 @@ class Hub:
                 await self._control(ws)
             elif path == AUDIO:
                 await self._audio(ws)
-        except ConnectionClosed:
+        except (ConnectionClosed, _Refused):
             pass
         except Exception:  # a bug must cost one connection, never the server
             log.exception("handler for %s failed", path)
             await close_ws(ws, CLOSE_INTERNAL, "internal error")
 
     async def _first(self, ws: ServerConnection, expected: str) -> dict:
-        """The first message of a connection; refused (error + close 1008) if it is not ``expected``."""
+        """The first message of a connection; anything else is refused (error + close 1008)."""
         try:
             async with asyncio.timeout(FIRST_MESSAGE_TIMEOUT):
-                while True:
-                    try:
-                        obj = parse_message(await ws.recv())
-                    except ProtocolError as e:
-                        self.metrics.protocol_errors += 1
-                        await refuse(ws, e.code, e.message, CLOSE_POLICY)
-                        raise ConnectionClosed(None, None) from None
-                    if obj["type"] == expected:
-                        return obj
-                    self.metrics.protocol_errors += 1
-                    await refuse(ws, f"{expected}_required",
-                                 f'the first message must be {{"type": "{expected}", …}}', CLOSE_POLICY)
-                    raise ConnectionClosed(None, None)
+                message = await ws.recv()
         except TimeoutError:
-            await refuse(ws, f"{expected}_required",
-                         f"no {expected} message within {FIRST_MESSAGE_TIMEOUT:g} s", CLOSE_POLICY)
-            raise ConnectionClosed(None, None) from None
+            await self._refuse(ws, f"{expected}_required", f"no {expected} message within "
+                                                           f"{FIRST_MESSAGE_TIMEOUT:g} s", CLOSE_POLICY)
+        try:
+            obj = parse_message(message)
+        except ProtocolError as e:
+            await self._refuse(ws, e.code, e.message, CLOSE_POLICY)
+        if obj["type"] != expected:
+            await self._refuse(ws, f"{expected}_required",
+                               f'the first message must be {{"type": "{expected}", …}}', CLOSE_POLICY)
+        return obj
+
+    async def _refuse(self, ws: ServerConnection, code: str, message: str, close_code: int) -> None:
+        """Answer one error, close, and end the handler (raises _Refused)."""
+        self.metrics.protocol_errors += 1
+        await refuse(ws, code, message, close_code)
+        raise _Refused
 
     async def _viewer(self, ws: ServerConnection) -> None:
         hello = await self._first(ws, "hello")
@@ -526,9 +531,7 @@ class Hub:
             if session is not None and not isinstance(session, str):
                 raise ProtocolError("bad_message", '"session" must be a string')
         except ProtocolError as e:
-            self.metrics.protocol_errors += 1
-            await refuse(ws, e.code, e.message, CLOSE_POLICY)
-            return
+            await self._refuse(ws, e.code, e.message, CLOSE_POLICY)
         # Welcome, replay and registration happen in one step of the loop: nothing published
         # in between can be missed or sent twice.
         log_ = self.log
@@ -566,10 +569,8 @@ class Hub:
     async def _control(self, ws: ServerConnection) -> None:
         auth = await self._first(ws, "auth")
         if not self._authorized(auth):
-            self.metrics.protocol_errors += 1
-            await refuse(ws, "unauthorized", "wrong or missing token (printed by `subtitler run`, "
-                                             "or [server] token)", CLOSE_POLICY)
-            return
+            await self._refuse(ws, "unauthorized", "wrong or missing token (printed by `subtitler run`, "
+                                                   "or [server] token)", CLOSE_POLICY)
         c = Client(ws, "console")
         self.consoles.add(c)
         ok = {"type": "ok", "command": "auth", "session": self.session_id, "protocol": PROTOCOL_VERSION,
@@ -617,34 +618,30 @@ class Hub:
     async def _audio(self, ws: ServerConnection) -> None:
         auth = await self._first(ws, "auth")
         if not self._authorized(auth):
-            self.metrics.protocol_errors += 1
-            await refuse(ws, "unauthorized", "wrong or missing token (printed by `subtitler run`, "
-                                             "or [server] token)", CLOSE_POLICY)
-            return
+            await self._refuse(ws, "unauthorized", "wrong or missing token (printed by `subtitler run`, "
+                                                   "or [server] token)", CLOSE_POLICY)
         fmt = (auth.get("sample_rate", SAMPLE_RATE), auth.get("channels", 1), auth.get("format", "s16le"))
         if fmt != (SAMPLE_RATE, 1, "s16le") or not isinstance(auth.get("realtime", True), bool):
-            await refuse(ws, "bad_format", f"audio must be {SAMPLE_RATE} Hz, 1 channel, s16le "
-                                           f"(\"realtime\": true or false); got {fmt}", CLOSE_UNSUPPORTED)
-            return
+            await self._refuse(ws, "bad_format", f"audio must be {SAMPLE_RATE} Hz, 1 channel, s16le "
+                                                 f"(\"realtime\": true or false); got {fmt!r}"[:300],
+                               CLOSE_UNSUPPORTED)
         if self.ingest is None:
-            await refuse(ws, "no_remote_input", "this session captions local audio; start it with "
-                                                "`subtitler run --input remote` to send audio", CLOSE_POLICY)
-            return
+            await self._refuse(ws, "no_remote_input", "this session captions local audio; start it with "
+                                                      "`subtitler run --input remote` to send audio",
+                               CLOSE_POLICY)
         if self.ingest_ended:
-            await refuse(ws, "ended", "this session's audio has ended", CLOSE_POLICY)
-            return
+            await self._refuse(ws, "ended", "this session's audio has ended", CLOSE_POLICY)
         if self.sender is not None:
-            await refuse(ws, "busy", "another sender is streaming to this session", CLOSE_TRY_LATER)
-            return
+            await self._refuse(ws, "busy", "another sender is streaming to this session", CLOSE_TRY_LATER)
         self.sender, self.sender_realtime = ws, auth.get("realtime", True)
         log.info("audio sender connected from %s", ws.remote_address)
         errors = 0
         try:
-            await ws.send(_dumps({"type": "ok", "command": "auth"}))
+            await ws.send(_dumps({"type": "ok", "command": "auth"}), text=True)
             async for message in ws:
                 if isinstance(message, bytes):
                     if not self.ingest_ended:
-                        await self._push(message)
+                        await self._push(ws, message)
                     continue
                 try:
                     obj = parse_message(message)
@@ -655,7 +652,7 @@ class Hub:
                 except ProtocolError as e:
                     self.metrics.protocol_errors += 1
                     errors += 1
-                    await ws.send(_dumps({"type": "error", "code": e.code, "message": e.message}))
+                    await ws.send(_dumps({"type": "error", "code": e.code, "message": e.message}), text=True)
                     if errors >= MAX_ERRORS:
                         await close_ws(ws, CLOSE_POLICY, "too many bad messages")
                         return
@@ -667,7 +664,7 @@ class Hub:
                 self.sender = None
                 log.info("audio sender disconnected")
 
-    async def _push(self, frame: bytes) -> None:
+    async def _push(self, ws: ServerConnection, frame: bytes) -> None:
         self._pending += frame
         n = len(self._pending) // (2 * BLOCK_SAMPLES)
         if not n:
@@ -676,23 +673,24 @@ class Hub:
         samples = np.frombuffer(bytes(self._pending[:cut]), dtype="<i2").astype(np.int16)
         del self._pending[:cut]
         for block in samples.reshape(n, BLOCK_SAMPLES):
-            await self._room_for_block()
+            await self._room_for_block(ws)
             self.ingest.push(block)
             self._pushed_samples += BLOCK_SAMPLES
         pushed = self._pushed_samples / SAMPLE_RATE
         self.metrics.audio_seconds_received = pushed
         self._feed.append((pushed, time.monotonic()))
 
-    async def _room_for_block(self) -> None:
+    async def _room_for_block(self, ws: ServerConnection) -> None:
         """Hold a sender back (TCP does the rest) rather than lose its audio.
 
         A live sender is only held when the capture queue is nearly full; a file sent
         faster than real time is fed at the pace the decoder keeps up with, so the live
         policy never has to skip its audio.
         """
+        while self.controls is None:  # the model is still loading: hold the sender, lose nothing
+            await asyncio.sleep(0.05)
+            _check_open(ws)
         controls = self.controls
-        if controls is None:
-            return
         limit = 0.8 * self.queue_seconds if self.sender_realtime else 1.0
         fresh = False
         while True:
@@ -705,6 +703,7 @@ class Hub:
                     return
             if fresh:
                 await asyncio.sleep(0.02)
+                _check_open(ws)
             fresh = True
 
     async def _end_of_stream(self, ws: ServerConnection) -> None:
@@ -717,8 +716,14 @@ class Hub:
         self.ingest_ended = True
         self.ingest.end()
         log.info("audio sender ended the stream; finishing the last utterance")
-        await self._ingest_done.wait()  # set by Server.finish_ingest once the transcripts are flushed
-        await ws.send(_dumps({"type": "ok", "command": "end"}))
+        # Server.finish_ingest sets this once the session has flushed the transcripts.
+        done = asyncio.ensure_future(self._ingest_done.wait())
+        closed = asyncio.ensure_future(ws.wait_closed())
+        await asyncio.wait({done, closed}, return_when=asyncio.FIRST_COMPLETED)
+        done.cancel()
+        closed.cancel()
+        _check_open(ws)
+        await ws.send(_dumps({"type": "ok", "command": "end"}), text=True)
         await close_ws(ws, CLOSE_NORMAL, "end of stream")
 
     def finish_ingest(self) -> None:
@@ -783,6 +788,12 @@ class Hub:
         return "\n".join(lines) + "\n"
 
 
+def _check_open(ws: ServerConnection) -> None:
+    """A handler waiting on something else notices its peer has gone (and ends quietly)."""
+    if ws.state is not State.OPEN:
+        raise _Refused
+
+
 async def close_ws(ws: ServerConnection, code: int, reason: str) -> None:
     """Close with a code; a peer that does not read our close frame is cut off after CLOSE_TIMEOUT."""
     try:
@@ -798,7 +809,7 @@ async def refuse(ws: ServerConnection, code: str, message: str, close_code: int)
     """One error event, then the close (used before a connection is registered)."""
     try:
         async with asyncio.timeout(CLOSE_TIMEOUT):
-            await ws.send(_dumps({"type": "error", "code": code, "message": message}))
+            await ws.send(_dumps({"type": "error", "code": code, "message": message}), text=True)
     except (TimeoutError, ConnectionClosed):
         pass
     await close_ws(ws, close_code, code)
@@ -949,10 +960,8 @@ class Server:
         heartbeat.cancel()
         ws_server.close(close_connections=False)  # no new connections while the last captions go out
         await hub.shutdown(self._drain)
-        everyone = [c.ws for c in hub.viewers | hub.consoles] + [hub.sender] if hub.sender else \
-            [c.ws for c in hub.viewers | hub.consoles]
-        everyone += [ws for ws in ws_server.connections if ws not in everyone]
-        await asyncio.gather(*(close_ws(ws, CLOSE_GOING_AWAY, "session ended") for ws in everyone))
+        await asyncio.gather(*(close_ws(ws, CLOSE_GOING_AWAY, "session ended")
+                               for ws in list(ws_server.connections)))
         try:
             async with asyncio.timeout(CLOSE_TIMEOUT + 1):
                 await ws_server.wait_closed()
@@ -996,15 +1005,19 @@ class Server:
         except Exception:
             log.exception("server callback %s failed", getattr(fn, "__name__", fn))
 
-    def attach(self, controls: Controls | None, *, source_languages: Iterable[str] = (),
-               ingest: Ingest | None = None, queue_seconds: float = 10.0) -> None:
-        """Connect the session: console commands and stats; ``ingest`` receives /ws/audio."""
+    def attach(self, controls: Controls, *, source_languages: Iterable[str] = ()) -> None:
+        """Connect the session: console commands, stats, and the languages it can be set to."""
         langs = list(source_languages)
 
         def apply() -> None:
-            hub = self.hub
-            hub.controls, hub.source_languages, hub.ingest = controls, langs, ingest
-            hub.queue_seconds = queue_seconds
+            self.hub.controls, self.hub.source_languages = controls, langs
+        self.call(apply)
+
+    def attach_ingest(self, ingest: Ingest, queue_seconds: float = 10.0) -> None:
+        """/ws/audio feeds ``ingest`` (a PushSource). A sender that connects before ``attach``
+        is held back (not refused) until the session runs."""
+        def apply() -> None:
+            self.hub.ingest, self.hub.queue_seconds = ingest, queue_seconds
         self.call(apply)
 
     def update_stats(self, stats: SessionStats) -> None:
@@ -1023,7 +1036,7 @@ class Server:
             hub = self.hub
             hub.finish_ingest()
             sender = hub.sender
-            if sender is not None:  # wait until the ok went out, so stop() does not cut it off
+            if sender is not None and hub.ingest_ended:  # wait until the ok went out, so stop() does not cut it off
                 try:
                     async with asyncio.timeout(timeout):
                         await sender.wait_closed()

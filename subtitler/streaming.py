@@ -42,6 +42,9 @@ class StreamingOptions:
     prompt: str = ""  # hotwords / initial prompt, always given
     condition_on_previous: bool = True
     max_lag_s: float | None = 30.0  # None: never skip (offline files)
+    speculate: bool = True  # decode at pauses so the final is ready when the silence confirms;
+    # off for files read faster than real time: there the final decode of the whole
+    # utterance is the one to run, and the result must not depend on thread timing
     context_chars: int = 200  # previous text given as context
 
 
@@ -166,7 +169,7 @@ class StreamingPolicy:
         if live is None or live.in_flight:
             return None
         covered = live.best is not None and live.best[0] >= live.needed_samples()
-        if live.paused and not covered and live.samples > live.decoded_samples:
+        if self.o.speculate and live.paused and not covered and live.samples > live.decoded_samples:
             return self._job(live, now, final=False)
         if (self.o.partial_interval > 0 and not live.paused
                 and live.samples >= self.o.first_partial_s * SAMPLE_RATE
@@ -260,7 +263,7 @@ class StreamingPolicy:
         may_finalize = final or live.paused
         return DecodeJob(live.id, final, audio, self.o.language or live.language, self.session_language,
                          self.o.beam_size if may_finalize and not hurry else 1,
-                         " ".join(live.committed), prompt, self.o.task, fallback=final and not hurry,
+                         " ".join(live.committed), prompt, self.o.task, fallback=may_finalize and not hurry,
                          may_finalize=may_finalize)
 
     def _agree(self, live: _Live, decoding: Decoding, now: float) -> None:

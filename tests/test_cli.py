@@ -9,8 +9,9 @@ real ``srt`` and ``webvtt-py`` parsers.
 Measured on the 2-core dev box (base, int8, CPU), for the bounds below:
   * transcribe of the 4-prompt stream (seed 1, 15.2 s): 4 captions, WER 0.00
     (bound 0.15); ~5 s per run, model load included.
-  * Ctrl-C in the middle of a 5.3 s prompt: exit 0 in 1.8-2.5 s, the prompt's
-    opening words written as the last caption (bound: 30 s to stop).
+  * Ctrl-C 2 s into a 5.3 s prompt: exit 0 in 1.8-2.7 s, the last caption is
+    "That password does not meet the minimum..." (12.30-14.61 s) (bound: 30 s to stop).
+  * kill -9 after the 2nd caption: 2 whole captions in all four files.
   * missing model with HF_HUB_OFFLINE=1: exit 2 in ~0.6 s ('tiny', which goes
     through the hub code, in ~1.0 s); bound 60 s.
 """
@@ -41,6 +42,7 @@ from corpus import build_stream, normalize, wer  # noqa: E402
 from subtitler.transcripts import split_cues  # noqa: E402
 
 MODELS = f"asr.models_dir={ROOT / 'models'}"
+NO_PORT = "server.port=0"  # `run` serves the room's pages: any free port, never a clash
 FORMATS = ("srt", "vtt", "txt", "jsonl")
 WER_BOUND = 0.15  # measured 0.00 on the transcribe stream
 START_TIMEOUT = 180.0  # model load on a busy 2-core box
@@ -57,8 +59,13 @@ def cli_env() -> dict[str, str]:
     return env
 
 
+def command(args: tuple[str, ...]) -> list[str]:
+    extra = ["--set", NO_PORT] if args[:1] == ("run",) and "--help" not in args else []
+    return [sys.executable, "-m", "subtitler", *args, *extra]
+
+
 def subtitler(*args: str, cwd: Path, timeout: float = 300.0) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "subtitler", *args], cwd=cwd, env=cli_env(),
+    return subprocess.run(command(args), cwd=cwd, env=cli_env(),
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -67,7 +74,7 @@ def start(*args: str, cwd: Path) -> tuple[subprocess.Popen, Path, Path]:
     full pipe that could stall it); returns the process and the two file paths."""
     out, err = cwd / "stdout.txt", cwd / "stderr.txt"
     with open(out, "wb") as o, open(err, "wb") as e:
-        p = subprocess.Popen([sys.executable, "-m", "subtitler", *args], cwd=cwd, env=cli_env(),
+        p = subprocess.Popen(command(args), cwd=cwd, env=cli_env(),
                              stdout=o, stderr=e, stdin=subprocess.DEVNULL)
     return p, out, err
 
@@ -425,6 +432,27 @@ def test_ctrl_c_finishes_the_caption_being_spoken(long_stream, cwd):
     assert wer([" ".join(u["text"] for u in earlier)], [" ".join(r["text"] for r in records[:3])]) <= 0.3
     shown = [line for line in out.read_text().splitlines() if line.startswith("[")]
     assert shown[-1].endswith("] " + last["text"])  # shown on screen too
+
+
+@pytest.mark.xfail(strict=True, reason="Ctrl-C before the session's handler is installed (model "
+                   "loading) escapes as a KeyboardInterrupt traceback: cli.main() does not catch it")
+def test_ctrl_c_while_the_model_loads_exits_quietly(short_stream, cwd):
+    p, _, err = start("run", "--input", short_stream["wav"], "--realtime", "--out", "out",
+                      "--set", MODELS, cwd=cwd)
+    try:
+        wait_for_text(err, "Loading Whisper model", p)
+        p.send_signal(signal.SIGINT)  # loading takes ~1 s: this lands inside it
+        rc = p.wait(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    stderr = err.read_text()
+    assert not (cwd / "out").exists()
+    if "Listening" in stderr:
+        pytest.skip("the signal came after the model had loaded: nothing tested")
+    assert "Traceback" not in stderr, stderr
+    assert rc in (0, 130), (rc, stderr)
 
 
 # -- the small commands ---------------------------------------------------------------------

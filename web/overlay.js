@@ -127,7 +127,7 @@
   var fgRgb = rgb(fg) || [255, 255, 255];
   // Partial text leans toward the background: lighter in weight of colour, never in metrics.
   var toward = transparent ? (luminance(fgRgb) > 0.5 ? [0, 0, 0] : [255, 255, 255]) : bgRgb;
-  var line = Math.round(opts.size * 1.32);
+  var line = Math.round(opts.size * 1.4);
   var rs = document.documentElement.style;
   rs.setProperty("--size", opts.size + "px");
   rs.setProperty("--line", line + "px");
@@ -313,6 +313,7 @@
   }
 
   function clearAll(quick) {
+    known.clear();
     blocks.forEach(function (block) {
       if (!quick) {
         block.caps.forEach(function (el) { el.remove(); });
@@ -360,11 +361,18 @@
   setInterval(sweep, SWEEP_MS);
 
   // ---- protocol events ---------------------------------------------------------------------
+  // Utterances received since the last clear: a translation for any other id is ignored, so a
+  // late translation cannot bring back a caption the console cleared.
+  var known = new Set();
+
   function onCaption(m) {
     if (typeof m.id !== "number") return;
     var kind = m.kind === "final" ? "final" : "partial";
     var text = typeof m.text === "string" ? m.text : "";
     var animate = !m.history;
+    if (kind === "final" && !text.trim()) known.delete(m.id);
+    else known.add(m.id);
+    if (known.size > 1000) known.delete(known.values().next().value);
     if (starMode && m.translations) Object.keys(m.translations).forEach(starBlock);
     blocks.forEach(function (block) {
       if (kind === "final" && !text.trim()) { remove(block, m.id, animate); return; }  // retracted
@@ -377,6 +385,7 @@
 
   function onTranslation(m) {
     if (typeof m.id !== "number" || typeof m.lang !== "string" || typeof m.text !== "string") return;
+    if (!known.has(m.id)) return;
     starBlock(m.lang);
     blocks.forEach(function (block) {
       if (block.mode === "source" || !sameLang(m.lang, block.key)) return;
@@ -490,7 +499,11 @@
     armWatchdog();  // a connect that hangs counts as dead too
     s.onopen = function () {
       sentSince = state.seq;
-      s.send(JSON.stringify({ type: "hello", langs: opts.langs, since: state.seq }));
+      var hello = { type: "hello", langs: opts.langs, since: state.seq };
+      // With the session it came from, `since` cannot be mistaken for a number of another
+      // session (a restarted server counts from 1 again): the server answers reset instead.
+      if (state.session) hello.session = state.session;
+      s.send(JSON.stringify(hello));
       armWatchdog();
     };
     s.onmessage = function (ev) {
