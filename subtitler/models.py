@@ -84,9 +84,13 @@ def resolve_model(name: str, models_dir: str | Path = "models", download: bool =
             return join_split_model(folders, local, progress=progress)
     if download:
         try:
+            import warnings
+
             from faster_whisper.utils import download_model
 
-            return Path(download_model(name, output_dir=str(local)))
+            with warnings.catch_warnings():  # hub deprecation chatter would bury our error
+                warnings.simplefilter("ignore")
+                return Path(download_model(name, output_dir=str(local)))
         except Exception as e:  # offline, unknown id, hub refusal: all end in the same advice
             reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
         else:  # pragma: no cover

@@ -10,15 +10,16 @@ writer all run as a user would run them.
 Measured on the 2-core dev box over 5 runs (stream: 4 prompts, seed 7, 17.3 s, 23 words):
   * WER 0.00 every time (bound 0.20);
   * caption start - (prompt speech onset + playback offset): -0.32 to -0.27 s (the
-    300 ms pre-roll); caption end - (speech offset + playback offset): +0.13 to +0.23 s
-    (bound: +-1.5 s for both: the capture path and a busy CPU add jitter);
+    300 ms pre-roll); caption end - (speech offset + playback offset): +0.13 to +0.23 s;
+    with two CPU-bound processes competing, up to +0.37 s and +1.04 s, drifting later
+    through the stream (paplay underruns). Bounds: -1.0 s early, +3.0 s late, and
+    each caption's span within 1.0 s of its speech's duration;
   * the last caption is written 0-1.9 s after paplay returns; Ctrl-C exits in 0.1-0.3 s.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import subprocess
@@ -42,7 +43,8 @@ MODELS = f"asr.models_dir={ROOT / 'models'}"
 NO_PORT = "server.port=0"  # `run` serves the room's pages: any free port, never a clash
 FORMATS = ("srt", "vtt", "txt", "jsonl")
 WER_BOUND = 0.20  # measured 0.00
-TIME_SLACK = 1.5  # seconds; measured within 0.32
+TIME_SLACK = 1.0  # seconds; measured within 0.32 idle, caption spans 0.4-0.7 s longer than the speech
+LATE_SLACK = 3.0  # measured up to +1.04 s with two busy loops competing for the 2 cores
 START_TIMEOUT = 180.0  # model load on a busy 2-core box
 CAPTION_TIMEOUT = 90.0  # after playback, for the last final caption
 
@@ -179,7 +181,10 @@ def test_microphone_captions_real_speech(room_reason, mic_stream, tmp_path):
     for rec, u in zip(records, truth):
         assert rec["lang"] == "en", rec
         assert prev_end <= rec["start"] < rec["end"] <= audio_s, rec
-        assert abs(rec["start"] - (u["start"] + offset)) <= TIME_SLACK, (rec, u, offset)
-        assert abs(rec["end"] - (u["end"] + offset)) <= TIME_SLACK, (rec, u, offset)
+        # Early by at most the pre-roll and some slack; late also by what a starved paplay
+        # loses to underruns (the room's clock runs on, so the rest of the speech plays later).
+        assert -TIME_SLACK <= rec["start"] - (u["start"] + offset) <= LATE_SLACK, (rec, u, offset)
+        assert -TIME_SLACK <= rec["end"] - (u["end"] + offset) <= LATE_SLACK, (rec, u, offset)
+        assert abs((rec["end"] - rec["start"]) - (u["end"] - u["start"])) <= TIME_SLACK, (rec, u)
         assert wer([u["text"]], [rec["text"]]) <= 0.5, (rec, u)  # each caption is its prompt
         prev_end = rec["end"]
