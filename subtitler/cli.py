@@ -232,17 +232,17 @@ def cmd_send(args) -> int:
     from .send import SendError, send_audio, server_url
 
     token = args.token if args.token is not None else os.environ.get("SUBTITLER_TOKEN", "")
-    if not token:
-        raise ConfigError("a token is needed: --token T (printed by `subtitler run`) or the "
-                          "SUBTITLER_TOKEN environment variable")
-    url = server_url(args.server)
-    if args.mic is not None:
-        if args.realtime:
-            raise ConfigError("--realtime is for files; a microphone is always live")
-        source = MicrophoneSource(args.mic)
-    else:
-        source = FileSource(args.file, realtime=args.realtime)
     try:
+        if not token:
+            raise SendError("a token is needed: --token T (printed by `subtitler run`) or the "
+                            "SUBTITLER_TOKEN environment variable", 2)
+        url = server_url(args.server)
+        if args.mic is not None:
+            if args.realtime:
+                raise SendError("--realtime is for files; a microphone is always live", 2)
+            source = MicrophoneSource(args.mic)
+        else:
+            source = FileSource(args.file, realtime=args.realtime)
         return send_audio(source, url, token)
     except SendError as e:
         print(f"subtitler: error: {e}", file=sys.stderr)

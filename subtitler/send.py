@@ -97,7 +97,7 @@ class _Sender:
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
                 loop.add_signal_handler(sig, interrupt)
-            except (NotImplementedError, RuntimeError):  # not the main thread (tests): no signals
+            except (NotImplementedError, RuntimeError, ValueError):  # not the main thread: no signals
                 pass
         producer = threading.Thread(target=self._produce, args=(loop,), name="subtitler-send-source",
                                     daemon=True)

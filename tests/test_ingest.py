@@ -7,6 +7,8 @@ Measured on the 2-core dev box (base, int8, CPU), for the bounds below:
     and the files (WER 0.00, bound 0.15); the server exits ~1 s after the sender's end.
   * as fast as the server decodes: ~6-8 s for the same stream; nothing dropped or skipped.
   * a wrong token is refused in ~1 s (exit 2).
+  * `send --mic` in a virtual room (PulseAudio null sink, tests/pulse.py): the 4 prompts reach
+    the files; Ctrl-C on the sender ends the session within ~2 s.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import http.client
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -26,6 +29,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from corpus import build_stream, wer
+from pulse import VirtualRoom, pulse_available
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "ingest-test-token"
@@ -51,14 +55,14 @@ def subtitler(*args: str, cwd: Path, timeout: float) -> subprocess.CompletedProc
 class Run:
     """``subtitler run --input remote`` in the background, on a free loopback port."""
 
-    def __init__(self, cwd: Path):
+    def __init__(self, cwd: Path, environ: dict | None = None):
         self.cwd, self.err = cwd, cwd / "run.err"
         with open(cwd / "run.out", "wb") as o, open(self.err, "wb") as e:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "subtitler", "run", "--input", "remote", "--host", "127.0.0.1",
                  "--port", "0", "--token", TOKEN, "--out", "out", "--set", f"asr.models_dir={ROOT / 'models'}",
                  "--set", "asr.language=en"],
-                cwd=cwd, env=env(), stdout=o, stderr=e, stdin=subprocess.DEVNULL)
+                cwd=cwd, env=environ or env(), stdout=o, stderr=e, stdin=subprocess.DEVNULL)
         self.wait_for("Listening to remote audio")
         m = re.search(r"screens:  http://127\.0\.0\.1:(\d+)/overlay\.html", self.stderr())
         assert m, self.stderr()
@@ -215,3 +219,52 @@ def test_send_as_fast_as_the_server_decodes_loses_nothing(stream, tmp_path):
         assert records
     finally:
         run.close()
+
+
+def test_send_mic_into_run_remote(stream, tmp_path):
+    reason = pulse_available()
+    if reason:
+        pytest.skip(f"no virtual microphone: {reason}")
+    truth = stream["utterances"]
+    with VirtualRoom() as room:
+        room_env = {**env(), **room.env}
+        run = Run(tmp_path, room_env)
+        viewer = Viewer(run.port)
+        viewer.start()
+        err = tmp_path / "send.err"
+        with open(err, "wb") as e:
+            sender = subprocess.Popen([sys.executable, "-m", "subtitler", "send", "--mic", "pulse", "--server",
+                                       f"ws://127.0.0.1:{run.port}", "--token", TOKEN],
+                                      cwd=tmp_path, env=room_env, stdout=subprocess.DEVNULL, stderr=e,
+                                      stdin=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 60
+            while "Sending microphone 'pulse'" not in err.read_text() and time.monotonic() < deadline:
+                assert sender.poll() is None, err.read_text()
+                time.sleep(0.05)
+            time.sleep(0.5)  # room tone first, and the sender's first frames on their way
+            room.play(stream["wav"])
+            deadline = time.monotonic() + 90
+            while len(viewer.finals()) < len(truth) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert sender.poll() is None, err.read_text()
+            t_sig = time.monotonic()
+            sender.send_signal(signal.SIGINT)  # Ctrl-C: end of stream, the server finishes and confirms
+            assert sender.wait(timeout=60) == 0, err.read_text()
+            stop_took = time.monotonic() - t_sig
+            rc = run.proc.wait(timeout=60)
+        finally:
+            if sender.poll() is None:
+                sender.kill()
+                sender.wait()
+            run.close()
+    sent = err.read_text()
+    assert "stopping: sending the end of the stream" in sent and "the server finished the last caption" in sent
+    assert stop_took < 30, stop_took
+    assert rc == 0, run.stderr()
+    folder = next((tmp_path / "out").iterdir())
+    records = read_jsonl(folder / "captions.jsonl")
+    assert len(records) == len(truth), records
+    assert wer([" ".join(u["text"] for u in truth)], [" ".join(r["text"] for r in records)]) <= WER_BOUND
+    viewer.join(30)
+    assert [e["text"] for e in viewer.finals()] == [r["text"] for r in records]

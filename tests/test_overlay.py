@@ -216,8 +216,9 @@ def test_overlay_shows_real_engine_captions_in_two_languages(page, asr_base, spe
         assert all(c["lang"] == "en" for c in shown(page, "en"))
         last = shown(page, "en")[-1]
         assert last["kind"] == "final" and last["text"] == finals[-1].text
-        cap = page.locator(".block[data-lang=en] .cap.final").last
-        assert cap.evaluate("c => getComputedStyle(c.querySelector('.c')).color") == "rgb(255, 255, 255)"
+        # finals in the full colour (once the 250 ms colour change from partial is over)
+        page.wait_for_function("""Array.from(document.querySelectorAll('.block[data-lang=en] .cap.final .c'))
+            .every(c => getComputedStyle(c).color === 'rgb(255, 255, 255)')""", timeout=3_000)
         page.evaluate(BACKDROP_JS)
         screenshot(page, "overlay-engine-zh-en.png")
     finally:

@@ -168,6 +168,7 @@
       if (m.type === "ok" && m.command === "auth") {
         state.authed = true;
         if (Array.isArray(m.source_languages) && m.source_languages.length) languageChoices(m.source_languages);
+        if (Array.isArray(m.files)) showFiles(m.files);
         storeToken(token);
         line.healthy();
         pill("pill-control", "live");
@@ -471,8 +472,40 @@
   });
 
   // ---- transcript files -------------------------------------------------------------------------
-  // GET /api/session → {"session": "...", "files": [{"name": "captions.srt", "format": "srt", "url": "..."}]}
+  // Listed by the server as [{"name": "captions.srt", "format": "srt", "url": "/…"}], either in the
+  // auth reply's "files" or from GET api/session ({"session": …, "files": [...]}).
   var filesFor = null;
+  function showFiles(files) {
+    var list = $("files");
+    list.textContent = "";
+    (Array.isArray(files) ? files : []).forEach(function (f) {
+      if (!f || typeof f.url !== "string") return;
+      var url;
+      try { url = new URL(f.url, location.href); } catch (e) { return; }
+      if (url.origin !== location.origin) return;  // only the server's own files
+      var li = document.createElement("li");
+      var a = document.createElement("a");
+      a.href = url.href;
+      a.target = "_blank";
+      a.rel = "noopener";
+      a.textContent = String(f.name || url.pathname.split("/").pop());
+      li.appendChild(a);
+      if (f.format) {
+        var fmt = document.createElement("span");
+        fmt.className = "fmt";
+        fmt.textContent = String(f.format);
+        li.appendChild(fmt);
+      }
+      list.appendChild(li);
+    });
+    if (!list.children.length) {
+      var none = document.createElement("li");
+      none.className = "muted";
+      none.textContent = "none yet";
+      list.appendChild(none);
+    }
+  }
+
   function loadFiles() {
     if (filesFor === state.session) return;
     filesFor = state.session;
@@ -480,42 +513,15 @@
       if (!r.ok) throw new Error("HTTP " + r.status);
       return r.json();
     }).then(function (info) {
-      var list = $("files");
-      list.textContent = "";
-      var files = Array.isArray(info.files) ? info.files : [];
-      files.forEach(function (f) {
-        if (!f || typeof f.url !== "string") return;
-        var li = document.createElement("li");
-        var a = document.createElement("a");
-        var url = new URL(f.url, location.href);
-        if (url.origin !== location.origin) return;  // only the server's own files
-        a.href = url.href;
-        a.target = "_blank";
-        a.rel = "noopener";
-        a.textContent = String(f.name || url.pathname.split("/").pop());
-        li.appendChild(a);
-        if (f.format) {
-          var fmt = document.createElement("span");
-          fmt.className = "fmt";
-          fmt.textContent = String(f.format);
-          li.appendChild(fmt);
-        }
-        list.appendChild(li);
-      });
-      if (!list.children.length) {
-        var none = document.createElement("li");
-        none.className = "muted";
-        none.textContent = "none yet";
-        list.appendChild(none);
-      }
+      showFiles(info && info.files);
     }).catch(function () {
+      if ($("files").querySelector("a")) return;  // listed by the auth reply already
       var list = $("files");
       list.textContent = "";
       var li = document.createElement("li");
       li.className = "muted";
       li.textContent = "in the session folder " + (state.session || "") + " on the server";
       list.appendChild(li);
-      filesFor = null;
     });
   }
 

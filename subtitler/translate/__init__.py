@@ -1,0 +1,92 @@
+"""Translation of final captions into the configured target languages.
+
+    stage = build_stage(TranslateSettings(targets=["es", "fr", "en"]), asr=asr, glossary=glossary,
+                        source=None)            # raises TranslationConfigError at start
+    result = stage.translate("Hola a todos.", "es", audio=utterance_audio)
+    result.translations   # {"es": "Hola a todos.", "fr": "...", "en": "..."}
+    result.errors         # {target: why it is missing} — a failing backend never raises
+
+Backends (``Translator``): ``CTranslate2Translator`` (NLLB-200, M2M-100, OPUS-MT),
+``ApertiumTranslator`` (Debian's rule-based pairs), ``WhisperTranslator`` (speech → en).
+``TranslationWorker`` runs a stage on its own thread so the source caption is published first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .base import GlossaryStyle, TranslationConfigError, TranslationError, Translator
+from .glossary import Glossary, Protected
+from .stage import AUTO_ORDER, BACKEND_NAMES, TranslationResult, TranslationStage, TranslationWorker
+
+__all__ = [
+    "AUTO_ORDER", "BACKEND_NAMES", "Glossary", "GlossaryStyle", "Protected", "TranslateSettings",
+    "TranslationConfigError", "TranslationError", "TranslationResult", "TranslationStage",
+    "TranslationWorker", "Translator", "build_stage",
+]
+
+
+@dataclass
+class TranslateSettings:
+    """The ``[translate]`` section of config.toml."""
+
+    targets: list[str] = field(default_factory=list)  # Whisper codes: ["es", "fr", "zh"]
+    backend: str = "auto"  # auto, ctranslate2, apertium, whisper
+    overrides: dict[str, str] = field(default_factory=dict)  # target → backend, e.g. {"en": "whisper"}
+    model: str = ""  # CTranslate2 model: a name in models_dir (nllb-200-distilled-600M …) or a folder
+    models_dir: str = "models"
+    device: str = "auto"
+    compute_type: str = "auto"
+    beam_size: int = 2
+    cpu_threads: int = 0
+    max_pending: int = 8  # captions waiting beyond this are skipped (and marked)
+    slow_s: float = 2.0  # a backend call longer than this is logged
+
+
+def build_stage(settings: TranslateSettings, *, asr=None, glossary: Glossary | None = None,
+                source: str | None = None) -> TranslationStage | None:
+    """Load the backends the settings need and check every target; None when there are no
+    targets. ``asr`` (a WhisperASR) enables the Whisper backend; ``source`` is the fixed
+    spoken language, or None when it is detected per utterance."""
+    if not settings.targets:
+        return None
+    from .. import models
+    from . import apertium
+
+    wanted = {settings.backend, *settings.overrides.values()}
+    glossary = glossary or Glossary()
+    backends = []
+    if settings.model:
+        from .ct2 import CTranslate2Translator, resolve_translation_model
+
+        try:
+            path = resolve_translation_model(settings.model, settings.models_dir)
+        except models.ModelNotFoundError as e:
+            raise TranslationConfigError(str(e)) from None
+        backends.append(CTranslate2Translator(path, device=settings.device, compute_type=settings.compute_type,
+                                              beam_size=settings.beam_size, cpu_threads=settings.cpu_threads))
+    elif "ctranslate2" in wanted:
+        raise TranslationConfigError("translate: backend 'ctranslate2' needs a model: set translate.model "
+                                     "(e.g. 'nllb-200-distilled-600M', fetched by `subtitler models pull`)")
+    if apertium.available() and apertium.installed_pairs():
+        backends.append(apertium.ApertiumTranslator())
+    elif "apertium" in wanted:
+        raise TranslationConfigError(f"translate: backend 'apertium' is not installed or has no pair: "
+                                     f"{apertium.INSTALL_HINT}")
+    if asr is not None:
+        from .whisper_en import WhisperTranslator
+
+        backends.append(WhisperTranslator(asr, prompt=glossary.hotwords()))
+    elif "whisper" in wanted:
+        raise TranslationConfigError("translate: backend 'whisper' needs the Whisper model")
+    try:
+        stage = TranslationStage(settings.targets, backends, backend=settings.backend,
+                                 overrides=settings.overrides, glossary=glossary, source=source,
+                                 slow_s=settings.slow_s)
+    except TranslationConfigError:
+        for b in backends:
+            if hasattr(b, "close"):
+                b.close()
+        raise
+    return stage
+

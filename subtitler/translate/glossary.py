@@ -1,0 +1,185 @@
+"""Names and terms that must be heard right and come out of translation as specified.
+
+A ``[glossary]`` table in config.toml::
+
+    [glossary]
+    terms = ["Chongqing", "SCO", "Subtitler Pro"]
+    [glossary.es]            # fixed translations into one language (optional)
+    SCO = "OCS"
+    [glossary.zh]
+    Chongqing = "重庆"
+
+* ``hotwords()`` is the text given to Whisper (hotwords / prompt), so the terms are spelled
+  right in the transcript.
+* ``protect`` / ``restore`` carry the terms through a translation backend:
+
+  - ``placeholder`` style (Apertium, rule-based): each term becomes a made-up capitalised word
+    (``Zqxa``, ``Zqxb`` …). A rule-based system copies an unknown word unchanged, and treats it
+    as the proper noun the term usually is; ``restore`` puts the term back (or its fixed
+    translation), whatever case or unknown-word mark the backend gave it.
+  - ``inline`` style (neural MT, Whisper): the term is written in the source as it must come
+    out in that target (its fixed translation, or itself), since neural models copy such
+    spans far better than opaque placeholders; ``restore`` then corrects the spelling of any
+    copy that came out with another case or other accents.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from .base import GlossaryStyle
+
+# Letters only: Apertium splits a digit off a word, and the stem is in no dictionary.
+PLACEHOLDER_STEM = "Zqx"
+
+
+def _placeholder(i: int) -> str:
+    letters = ""
+    i += 1
+    while i:
+        i, r = divmod(i - 1, 26)
+        letters = chr(ord("a") + r) + letters
+    return PLACEHOLDER_STEM + letters
+
+
+def _fold(text: str) -> str:
+    """Lower case without accents, for matching spellings."""
+    t = unicodedata.normalize("NFKD", text.casefold())
+    return "".join(ch for ch in t if not unicodedata.combining(ch))
+
+
+@dataclass(frozen=True)
+class Protected:
+    """A text prepared for one backend call: ``text`` goes to the backend; ``terms`` are the
+    glossary terms found in it, in order (placeholder i stands for terms[i])."""
+
+    text: str
+    terms: tuple[str, ...]
+    style: GlossaryStyle
+
+
+@dataclass
+class Glossary:
+    terms: list[str] = field(default_factory=list)
+    # language → {term: fixed translation}
+    translations: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        seen: dict[str, str] = {}
+        for term in [*self.terms, *(t for table in self.translations.values() for t in table)]:
+            term = " ".join(str(term).split())
+            if term and _fold(term) not in seen:
+                seen[_fold(term)] = term
+        self.terms = list(seen.values())
+        self._canonical = seen  # folded → as written
+        # Longest first, so "SCO summit" wins over "SCO".
+        ordered = sorted(self.terms, key=len, reverse=True)
+        self._pattern = re.compile(
+            "|".join(r"(?<!\w)" + r"[\s\-]*".join(map(re.escape, t.split())) + r"(?!\w)" for t in ordered),
+            re.IGNORECASE) if ordered else None
+
+    @classmethod
+    def from_config(cls, table: Mapping | None) -> "Glossary":
+        """Build from the ``[glossary]`` table; a wrong shape is a ValueError naming the key."""
+        table = dict(table or {})
+        terms = table.pop("terms", [])
+        if isinstance(terms, str):
+            terms = [t.strip() for t in terms.split(",")]
+        if not isinstance(terms, list) or not all(isinstance(t, str) for t in terms):
+            raise ValueError("glossary.terms must be a list of texts, e.g. terms = [\"Chongqing\", \"SCO\"]")
+        translations: dict[str, dict[str, str]] = {}
+        for lang, fixed in table.items():
+            if not isinstance(fixed, Mapping) or not all(isinstance(k, str) and isinstance(v, str)
+                                                        for k, v in fixed.items()):
+                raise ValueError(f"glossary.{lang} must be a table of term = \"translation\" "
+                                 f"(e.g. [glossary.{lang}] SCO = \"…\")")
+            translations[lang] = {" ".join(k.split()): v.strip() for k, v in fixed.items()}
+        return cls(terms=[t for t in terms if t.strip()], translations=translations)
+
+    def __bool__(self) -> bool:
+        return bool(self.terms)
+
+    # -- for Whisper -----------------------------------------------------------------------
+    def hotwords(self) -> str:
+        """The terms as Whisper's hotwords / prompt text: 'Chongqing, SCO, Subtitler Pro.'"""
+        return ", ".join(self.terms) + "." if self.terms else ""
+
+    # -- for translation -------------------------------------------------------------------
+    def fixed(self, term: str, lang: str) -> str:
+        """How ``term`` must be written in ``lang``: its fixed translation, else itself."""
+        table = self.translations.get(lang) or self.translations.get(lang.split("-")[0].split("_")[0]) or {}
+        canonical = self._canonical.get(_fold(term), term)
+        for key, value in table.items():
+            if _fold(key) == _fold(canonical):
+                return value
+        return canonical
+
+    def find(self, text: str) -> list[str]:
+        """The glossary terms in ``text``, in order, as the glossary writes them."""
+        if self._pattern is None:
+            return []
+        return [self._canonical[_fold(" ".join(m.group(0).replace("-", " ").split()))]
+                for m in self._pattern.finditer(text)
+                if _fold(" ".join(m.group(0).replace("-", " ").split())) in self._canonical]
+
+    def protect(self, text: str, style: GlossaryStyle = "placeholder", target: str | None = None) -> Protected:
+        """``text`` with its glossary terms made safe for a backend of ``style`` (``inline``
+        needs the ``target``, whose fixed translations are written in)."""
+        if self._pattern is None or (style == "placeholder" and PLACEHOLDER_STEM.lower() in _fold(text)):
+            return Protected(text, (), style)  # (a text holding the stem itself is left alone)
+        terms: list[str] = []
+
+        def swap(m: re.Match) -> str:
+            key = _fold(" ".join(m.group(0).replace("-", " ").split()))
+            term = self._canonical.get(key)
+            if term is None:
+                return m.group(0)
+            terms.append(term)
+            if style == "placeholder":
+                return _placeholder(len(terms) - 1)
+            return self.fixed(term, target) if target else term
+
+        return Protected(self._pattern.sub(swap, text), tuple(terms), style)
+
+    def restore(self, translated: str, protected: Protected, target: str) -> str:
+        """The backend's output with every protected term as the glossary says for ``target``."""
+        if not protected.terms:
+            return translated
+        if protected.style == "placeholder":
+            def put_back(m: re.Match) -> str:
+                index = _index(m.group(1))
+                if index >= len(protected.terms):
+                    return m.group(0)
+                return self.fixed(protected.terms[index], target)
+
+            return re.sub(r"[*#@~]?\b" + PLACEHOLDER_STEM + r"([a-z]+)\b", put_back, translated,
+                          flags=re.IGNORECASE)
+        # inline: the expected forms, matched case- and accent-blind, spelled exactly.
+        out = unicodedata.normalize("NFD", translated)
+        for form in sorted({self.fixed(t, target) for t in protected.terms}, key=len, reverse=True):
+            if form.split():
+                out = re.sub(_loose(form), lambda m, f=form: unicodedata.normalize("NFD", f), out,
+                             flags=re.IGNORECASE)
+        return unicodedata.normalize("NFC", out)
+
+
+def _index(letters: str) -> int:
+    n = 0
+    for ch in letters.lower():
+        n = n * 26 + (ord(ch) - ord("a") + 1)
+    return n - 1
+
+
+def _loose(form: str) -> str:
+    """A regex for ``form`` in NFD text: any case, any accents, spaces or hyphens between words."""
+    words = []
+    for word in form.split():
+        base = unicodedata.normalize("NFD", word)
+        words.append("".join(re.escape(ch) + r"[\u0300-\u036f]*" for ch in base if not unicodedata.combining(ch)))
+    # Word boundaries where the script spaces its words; "在重庆举行" has none to match.
+    head = r"(?<!\w)" if ord(form[0]) < 0x2E80 else ""
+    tail = r"(?!\w)" if ord(form[-1]) < 0x2E80 else ""
+    return head + r"[\s\-]*".join(words) + tail
