@@ -111,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeError as e:
         print(f"subtitler: error: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # before the session's own handler is in place, or a second Ctrl-C
+        print("\nsubtitler: interrupted", file=sys.stderr)
+        return 130
 
 
 def cmd_devices() -> int:
@@ -190,6 +193,7 @@ def cmd_run(config: Config) -> int:
         folder = session_folder(Path(config.output.dir))
         writer = TranscriptWriter(folder, config.output.formats, config.output.max_line_chars,
                                   config.output.max_lines)
+        server.publish_files(writer.paths)
         display = TerminalDisplay()
         seen = {"dropped": 0, "lagging": False}
 

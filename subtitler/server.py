@@ -27,6 +27,7 @@ import mimetypes
 import re
 import secrets
 import socket
+import sys
 import threading
 import time
 import urllib.parse
@@ -50,9 +51,15 @@ from .config import ServerConfig
 log = logging.getLogger("subtitler.server")
 
 PROTOCOL_VERSION = 1
-WEB_DIR = Path(__file__).resolve().parent.parent / "web"
+# The pages: web/ beside the package in a checkout (editable install), else where a regular
+# install put them (pyproject's data-files).
+WEB_DIR = next((d for d in (Path(__file__).resolve().parent.parent / "web",
+                            Path(sys.prefix) / "share" / "subtitler" / "web") if d.is_dir()),
+               Path(__file__).resolve().parent.parent / "web")
 
 VIEW, CONTROL, AUDIO = "/ws/view", "/ws/control", "/ws/audio"
+TRANSCRIPT_TYPES = {".srt": "text/plain; charset=utf-8", ".vtt": "text/vtt; charset=utf-8",
+                    ".txt": "text/plain; charset=utf-8", ".jsonl": "application/x-ndjson; charset=utf-8"}
 STATUS_INTERVAL = 1.0  # the heartbeat: a screen that hears nothing for 5 s reconnects
 FIRST_MESSAGE_TIMEOUT = 10.0  # hello / auth must come this soon after connecting
 MAX_ERRORS = 20  # bad messages one connection may send before it is closed
@@ -951,6 +958,7 @@ class Server:
         self.token = config.token or secrets.token_urlsafe(16)
         self.session_id = session_id or new_session_id()
         self.web_dir = Path(web_dir) if web_dir is not None else WEB_DIR
+        self.transcripts: dict[str, Path] = {}  # format → file, served under /transcripts/
         self.live = live
         self._languages = list(languages)
         self.hub: Hub | None = None
@@ -1058,6 +1066,10 @@ class Server:
             self.hub.controls, self.hub.source_languages = controls, langs
         self.call(apply)
 
+    def publish_files(self, paths: dict[str, Path]) -> None:
+        """The session's transcript files (format → path), for the console's links."""
+        self.transcripts = dict(paths)
+
     def attach_ingest(self, ingest: Ingest, queue_seconds: float = 10.0) -> None:
         """/ws/audio feeds ``ingest`` (a PushSource). A sender that connects before ``attach``
         is held back (not refused) until the session runs."""
@@ -1121,6 +1133,20 @@ class Server:
             return http_response(200, _dumps(hub.healthz()), "application/json")
         if path == "/metrics":
             return http_response(200, hub.metrics_text().encode(), "text/plain; version=0.0.4; charset=utf-8")
+        if path == "/api/session":
+            files = [{"name": p.name, "format": fmt, "url": f"/transcripts/{p.name}"}
+                     for fmt, p in self.transcripts.items()]
+            return http_response(200, _dumps({"session": self.session_id, "files": files}), "application/json")
+        if path.startswith("/transcripts/"):
+            # only this session's transcript files, by exact name: what the screens show anyway
+            wanted = path[len("/transcripts/"):]
+            match = next((p for p in self.transcripts.values() if p.name == wanted), None)
+            if match is None:
+                return text_response(404, "no such transcript file in this session\n")
+            try:
+                return http_response(200, match.read_bytes(), TRANSCRIPT_TYPES.get(match.suffix, "text/plain; charset=utf-8"))
+            except OSError:
+                return text_response(404, "transcript file not readable\n")
         target = static_file(self.web_dir, "/index.html" if path == "/" else path)
         if target is None:
             if path == "/":

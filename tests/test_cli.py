@@ -434,8 +434,6 @@ def test_ctrl_c_finishes_the_caption_being_spoken(long_stream, cwd):
     assert shown[-1].endswith("] " + last["text"])  # shown on screen too
 
 
-@pytest.mark.xfail(strict=True, reason="Ctrl-C before the session's handler is installed (model "
-                   "loading) escapes as a KeyboardInterrupt traceback: cli.main() does not catch it")
 def test_ctrl_c_while_the_model_loads_exits_quietly(short_stream, cwd):
     p, _, err = start("run", "--input", short_stream["wav"], "--realtime", "--out", "out",
                       "--set", MODELS, cwd=cwd)

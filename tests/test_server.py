@@ -736,6 +736,25 @@ def test_static_pages_never_escape_web(tmp_path):
         assert http_get(server.port, "/ws/view")[0] == 426  # a page asking for the WebSocket path
 
 
+def test_console_lists_and_serves_only_this_sessions_transcripts(tmp_path):
+    from subtitler.transcripts import TranscriptWriter
+
+    writer = TranscriptWriter(tmp_path / "session", ("srt", "jsonl"))
+    writer.on_caption(caption(1, text="Good morning, everyone."))
+    (tmp_path / "session" / "notes.txt").write_text("not a transcript")
+    with running(tmp_path) as server:
+        server.publish_files(writer.paths)
+        status, headers, body = http_get(server.port, "/api/session")
+        info = json.loads(body)
+        assert status == 200 and info["session"] == server.session_id
+        assert {f["name"]: f["format"] for f in info["files"]} == {"captions.srt": "srt", "captions.jsonl": "jsonl"}
+        status, headers, body = http_get(server.port, "/transcripts/captions.srt")
+        assert status == 200 and b"Good morning, everyone." in body
+        for other in ("/transcripts/notes.txt", "/transcripts/../session/notes.txt", "/transcripts/"):
+            assert http_get(server.port, other)[0] == 404, other
+    writer.close()
+
+
 def parse_prometheus(text: str) -> dict[str, float]:
     """Strict enough for the text format: HELP/TYPE lines, then `name{labels} value` samples."""
     samples, typed = {}, set()
