@@ -123,53 +123,61 @@ def bench_apertium(sentences: list[str]) -> dict:
     return out
 
 
-def random_nllb(out_dir: Path) -> Path:
-    """The NLLB-200-distilled-600M-shaped random model, built once (~1 min, ~0.6 GB)."""
-    from subtitler.translate.testing import random_model, train_sentencepiece
+def random_ct2(out_dir: Path, shape: str, vocab_size: int | None) -> Path:
+    """A random-weight model of a real model's shape (NLLB-600M: built once, ~2 min, ~0.6 GB)."""
+    from subtitler.translate.testing import VOCAB_SIZES, random_model, train_sentencepiece
 
-    folder = out_dir / "ct2-random-nllb-200-distilled-600M"
+    vocab_size = vocab_size or VOCAB_SIZES[shape]
+    folder = out_dir / f"ct2-random-{shape}-v{vocab_size}"
     if (folder / "model.bin").is_file():
         return folder
     tmp = out_dir / "spm-prompts.model"
     texts = list(corpus.load_prompts("en").values()) + list(corpus.load_prompts("es").values())
     train_sentencepiece(tmp, texts, vocab_size=1500)
-    print("building a random-weight model shaped like NLLB-200-distilled-600M …", file=sys.stderr)
-    random_model(folder, "nllb", "nllb-200-distilled-600M", spm_file=tmp, quantization="int8")
+    print(f"building a random-weight model shaped like {shape} (vocabulary {vocab_size}) …", file=sys.stderr)
+    random_model(folder, "nllb", shape, spm_file=tmp, vocab_size=vocab_size, quantization="int8")
     tmp.unlink()
     return folder
 
 
-def bench_ct2(sentences: list[str], model: str | None, beams: list[int], threads: int) -> dict:
+def _time_ct2(tr, beam: int, sentences: list[str], real: bool) -> dict:
     from subtitler.translate import TranslationStage
+
+    out: dict = {}
+
+    def force_length(sentence: str) -> None:
+        if not real:  # EOS is suppressed in the random model: decode exactly this many tokens
+            n = len(tr._spm[0].encode(sentence))
+            tr.max_decoding_length = max(1, round(1.15 * (n + 1)))
+
+    if not real:
+        out["source_tokens_mean"] = round(statistics.mean(len(tr._spm[0].encode(s)) + 2 for s in sentences), 1)
+    for n, targets in TARGET_SETS.items():
+        targets = [t for t in targets if tr.can_target(t)]
+        if len(targets) < n:
+            out[f"beam{beam}_{n}_targets"] = "n/a: the model lacks a target"
+            continue
+        stage = TranslationStage(targets, [tr], source="en")
+        out[f"beam{beam}_{n}_targets"] = summary(time_stage(stage, sentences, before=force_length))
+    return out
+
+
+def bench_ct2(sentences: list[str], model: str | None, beams: list[int], threads: int,
+              shape: str = "nllb-200-distilled-600M", vocab_size: int | None = None) -> dict:
     from subtitler.translate.ct2 import CTranslate2Translator
 
     real = model is not None
-    folder = Path(model) if real else random_nllb(ROOT / "bench" / "out")
-    out: dict = {"model": str(folder), "real_weights": real}
+    folder = Path(model) if real else random_ct2(ROOT / "bench" / "out", shape, vocab_size)
+    out: dict = {"model": str(folder.name), "real_weights": real}
     for beam in beams:
         tr = CTranslate2Translator(folder, device="cpu", compute_type="int8", beam_size=beam, cpu_threads=threads)
         out.setdefault("family", tr.family)
-
-        def force_length(sentence: str) -> None:
-            if not real:  # EOS is suppressed in the random model: decode exactly this many tokens
-                n = len(tr._spm[0].encode(sentence))
-                tr.max_decoding_length = max(1, round(1.15 * (n + 1)))
-
-        if not real:
-            out["source_tokens_mean"] = round(statistics.mean(len(tr._spm[0].encode(s)) + 2 for s in sentences), 1)
-        for n, targets in TARGET_SETS.items():
-            targets = [t for t in targets if tr.can_target(t)]
-            if len(targets) < n:
-                out[f"beam{beam}_{n}_targets"] = "n/a: the model lacks a target"
-                continue
-            stage = TranslationStage(targets, [tr], source="en")
-            out[f"beam{beam}_{n}_targets"] = summary(time_stage(stage, sentences, before=force_length))
-        if real and tr.supports("en", "es"):
+        out.update(_time_ct2(tr, beam, sentences, real))
+        if real and beam == beams[0] and tr.supports("en", "es"):
             pairs = parallel("en", "es")
-            hyps = tr.translate_rows([(s, "es") for s, _ in pairs], "en") if beam == beams[0] else None
-            if hyps:
-                out["quality_en_es"] = score(hyps, [r for _, r in pairs], "es")
-        del tr
+            hyps = [h for i in range(0, len(pairs), 16)
+                    for h in tr.translate_rows([(s, "es") for s, _ in pairs[i:i + 16]], "en")]
+            out[f"quality_en_es_beam{beam}"] = score(hyps, [r for _, r in pairs], "es")
     return out
 
 
@@ -213,19 +221,25 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--count", type=int, default=30, help="captions timed per configuration")
     p.add_argument("--ct2-model", help="a real CTranslate2 model folder (default: NLLB-600M-shaped random)")
+    p.add_argument("--ct2-shape", default="nllb-200-distilled-600M",
+                   help="dimensions of the random model: nllb-200-distilled-600M, m2m100_418M, opus-mt")
+    p.add_argument("--ct2-vocab", type=int, help="vocabulary size of the random model (default: the real one's)")
     p.add_argument("--beams", default="1,2", help="beam sizes for CTranslate2")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="CTranslate2 CPU threads")
     p.add_argument("--whisper-count", type=int, default=12)
     p.add_argument("--skip-ct2", action="store_true")
     p.add_argument("--skip-whisper", action="store_true")
+    p.add_argument("--skip-apertium", action="store_true")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "translate_latency.json")
     a = p.parse_args(argv)
 
     sentences = english_sentences(a.count)
     report: dict = {"cpu_count": os.cpu_count(), "captions": len(sentences), "target_sets": TARGET_SETS}
-    report["apertium"] = bench_apertium(sentences)
+    if not a.skip_apertium:
+        report["apertium"] = bench_apertium(sentences)
     if not a.skip_ct2:
-        report["ctranslate2"] = bench_ct2(sentences, a.ct2_model, [int(b) for b in a.beams.split(",")], a.threads)
+        report["ctranslate2"] = bench_ct2(sentences, a.ct2_model, [int(b) for b in a.beams.split(",")], a.threads,
+                                          a.ct2_shape, a.ct2_vocab)
     if not a.skip_whisper:
         report["whisper"] = bench_whisper(a.whisper_count)
     checks = {}

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from subtitler.translate import TranslationError, TranslationStage
+from subtitler.translate import TranslationError, TranslationStage, Translator
 from subtitler.translate import apertium as ap
 
 pytestmark = pytest.mark.skipif(not ap.available() or "eng-spa" not in ap.installed_pairs(),
@@ -56,6 +56,7 @@ def test_installed_pairs_are_translation_directions(tmp_path):
 
 
 def test_pair_choice_and_languages(apertium):
+    assert isinstance(apertium, Translator)
     assert apertium.pair_for("en", "es") == "eng-spa"
     assert apertium.pair_for("es", "en") == "spa-eng"  # the plain direction before spa-eng_US
     assert apertium.pair_for("en", "fr") is None

@@ -18,7 +18,8 @@ pytest.importorskip("sentencepiece")
 from subtitler.captions import Caption  # noqa: E402
 from subtitler.models import ModelNotFoundError  # noqa: E402
 from subtitler.translate import (Glossary, TranslateSettings, TranslationConfigError, TranslationError,  # noqa: E402
-                                 TranslationStage, TranslationWorker, build_stage)
+                                 TranslationStage, TranslationWorker, Translator, build_stage,
+                                 parse_overrides)
 from subtitler.translate import ct2  # noqa: E402
 from subtitler.translate.ct2 import CTranslate2Translator  # noqa: E402
 from subtitler.translate.testing import random_model, train_sentencepiece  # noqa: E402
@@ -71,6 +72,7 @@ def spy(nllb):
 def test_family_is_detected_from_the_folder(models):
     for family, path in models.items():
         tr = CTranslate2Translator(path, device="cpu")
+        assert isinstance(tr, Translator)
         assert tr.family == family
         assert tr.device == "cpu" and tr.compute_type == "int8"
     assert CTranslate2Translator(models["marian"], device="cpu").pair == ("en", "es")
@@ -244,6 +246,16 @@ def test_a_source_a_backend_cannot_read_is_marked_not_raised():
     stage = TranslationStage(["br"], [Failing()])
     result = stage.translate("Hola", "es")
     assert result.translations == {} and "no backend translates es → br" in result.errors["br"]
+
+
+def test_overrides_from_config():
+    assert parse_overrides({"en": "whisper"}) == {"en": "whisper"}
+    assert parse_overrides(["en=whisper", "ca = apertium"]) == {"en": "whisper", "ca": "apertium"}
+    assert parse_overrides("en=whisper,ca=auto") == {"en": "whisper", "ca": "auto"}
+    with pytest.raises(TranslationConfigError, match="not target=backend"):
+        parse_overrides("en:whisper")
+    with pytest.raises(TranslationConfigError, match="unknown backend 'google'"):
+        parse_overrides({"en": "google"})
 
 
 def test_build_stage_from_settings(models):

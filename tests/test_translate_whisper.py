@@ -14,7 +14,7 @@ import random
 import numpy as np
 import pytest
 
-from subtitler.translate import TranslationError, TranslationStage
+from subtitler.translate import TranslationError, TranslationStage, Translator
 from subtitler.translate.whisper_en import WhisperTranslator
 
 pytestmark = pytest.mark.slow
@@ -45,6 +45,7 @@ def spanish_prompts() -> list[tuple[str, str]]:
 
 
 def test_languages(whisper):
+    assert isinstance(whisper, Translator)
     assert whisper.can_target("en") and not whisper.can_target("es")
     assert whisper.supports("es", "en") and whisper.supports("zh", "en")
     assert not whisper.supports("en", "en") and not whisper.supports("xx", "en")

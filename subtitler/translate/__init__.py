@@ -22,7 +22,7 @@ from .stage import AUTO_ORDER, BACKEND_NAMES, TranslationResult, TranslationStag
 __all__ = [
     "AUTO_ORDER", "BACKEND_NAMES", "Glossary", "GlossaryStyle", "Protected", "TranslateSettings",
     "TranslationConfigError", "TranslationError", "TranslationResult", "TranslationStage",
-    "TranslationWorker", "Translator", "build_stage",
+    "TranslationWorker", "Translator", "build_stage", "parse_overrides",
 ]
 
 
@@ -41,6 +41,30 @@ class TranslateSettings:
     cpu_threads: int = 0
     max_pending: int = 8  # captions waiting beyond this are skipped (and marked)
     slow_s: float = 2.0  # a backend call longer than this is logged
+
+
+def parse_overrides(value) -> dict[str, str]:
+    """Per-target backends from config: a table {"en": "whisper"}, a list ["en=whisper"] or
+    the text "en=whisper, ca=apertium" (for --set). Names are checked here; targets by the stage."""
+    if isinstance(value, dict):
+        items = list(value.items())
+    else:
+        parts = value.split(",") if isinstance(value, str) else list(value or [])
+        items = []
+        for part in parts:
+            if not isinstance(part, str) or "=" not in part:
+                raise TranslationConfigError(f"translate.overrides: {part!r} is not target=backend "
+                                             f"(e.g. \"en=whisper\")")
+            target, _, backend = part.partition("=")
+            items.append((target, backend))
+    out = {}
+    for target, backend in items:
+        target, backend = str(target).strip(), str(backend).strip()
+        if backend not in BACKEND_NAMES:
+            raise TranslationConfigError(f"translate.overrides: unknown backend '{backend}' for '{target}'; "
+                                         f"choose one of {', '.join(BACKEND_NAMES)}")
+        out[target] = backend
+    return out
 
 
 def build_stage(settings: TranslateSettings, *, asr=None, glossary: Glossary | None = None,

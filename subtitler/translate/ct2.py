@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from .. import asr as _asr  # noqa: F401  (picks CTranslate2's CPU kernels before it is imported)
+from .. import asr  # noqa: F401  (picks CTranslate2's CPU kernels before ctranslate2 is imported)
 from ..models import ModelNotFoundError
 from .base import TranslationConfigError, TranslationError
 from .languages import apertium_codes, to_m2m100, to_nllb
@@ -364,13 +364,12 @@ def pull_model(name: str, models_dir: str | Path = "models", progress: bool = Tr
             try:
                 _download_ready(model, partial, progress)
             except Exception as e:
-                reasons.append(f"download of {model.ready}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+                reasons.append(f"download of {model.ready}: {_first_line(e)}")
         if not is_translation_model_dir(partial):
             try:
                 _convert(model, partial)
             except Exception as e:
-                reasons.append(f"conversion of {model.original}: {type(e).__name__}: "
-                               f"{str(e).splitlines()[0] if str(e) else ''}")
+                reasons.append(f"conversion of {model.original}: {_first_line(e)}")
         if not is_translation_model_dir(partial):
             raise ModelNotFoundError(_offline_message(model, target, "; ".join(reasons) or "nothing fetched"))
         meta = {"family": model.family, "repository": model.ready or model.original, "original": model.original}
@@ -384,6 +383,10 @@ def pull_model(name: str, models_dir: str | Path = "models", progress: bool = Tr
         return target
     finally:
         shutil.rmtree(partial, ignore_errors=True)
+
+
+def _first_line(e: Exception) -> str:
+    return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
 
 
 def _download_ready(model: KnownModel, folder: Path, progress: bool) -> None:

@@ -39,7 +39,8 @@ BACKEND_NAMES = ("auto", *AUTO_ORDER)
 
 
 def _same_language(a: str, b: str) -> bool:
-    return a.split("-")[0].split("_")[0] == b.split("-")[0].split("_")[0]
+    """'es' and 'es': nothing to translate. 'zh' and 'zh-Hant' differ (a script to change)."""
+    return a.replace("_", "-").lower() == b.replace("_", "-").lower()
 
 
 @dataclass
