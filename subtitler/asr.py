@@ -2,17 +2,21 @@
 
 One call = one encoder pass: the encoder output serves language detection, the
 decode and any temperature fallback, since on a CPU the encoder over Whisper's
-fixed 30 s window is the cost that matters. The guards (silence, low confidence,
+fixed 30 s window is the cost that matters. The last few encoder outputs are kept,
+keyed by a digest of the audio, so a second decode of the same audio (Whisper's
+speech → English translation of a final just transcribed) skips the encoder. The guards (silence, low confidence,
 known hallucinations, repetition loops) are pure functions tested on their own.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 import sys
 import threading
 import time
 import zlib
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,6 +45,9 @@ def _prefer_avx512() -> None:
 _prefer_avx512()
 
 MAX_AUDIO_S = 30.0  # Whisper's window; the segmenter keeps utterances shorter
+# Encoder outputs kept for a second decode of the same audio (3 MB each for base, 7.7 MB for
+# large-v3 in float32): the final, and partials of the next utterance decoded meanwhile.
+ENCODER_CACHE = 4
 
 
 @dataclass(frozen=True)
@@ -64,6 +71,7 @@ class Decoding:
     elapsed: float = 0.0  # seconds the decode took
     temperature: float = 0.0
     languages: dict[str, float] = field(default_factory=dict)
+    encoder_reused: bool = False  # the audio's encoder output came from an earlier decode
 
     @property
     def ok(self) -> bool:
@@ -148,14 +156,19 @@ def compression_ratio(text: str) -> float:
     return len(data) / len(zlib.compress(data)) if data else 0.0
 
 
-def judge(text: str, avg_logprob: float, no_speech_prob: float, ratio: float, t: Thresholds) -> str | None:
-    """Why this output must not be shown, or None when it may."""
-    if no_speech_prob > t.no_speech and avg_logprob < t.logprob:
+def judge(text: str, avg_logprob: float, no_speech_prob: float, ratio: float, t: Thresholds,
+          known_speech: bool = False) -> str | None:
+    """Why this output must not be shown, or None when it may. ``known_speech``: the audio was
+    already accepted as speech (its transcript was shown), so only confidence and repetition
+    count: "Gracias." translated is "Thank you.", not a subtitle credit heard in noise."""
+    if not known_speech and no_speech_prob > t.no_speech and avg_logprob < t.logprob:
         return "no_speech"
     if avg_logprob < t.logprob:
         return "low_confidence"
     if ratio > t.compression_ratio:
         return "repetition"
+    if known_speech:
+        return None if normalize_for_match(text) else "empty"
     confident = avg_logprob > -0.4 and no_speech_prob < 0.2
     if is_known_hallucination(text, confident):
         return "hallucination"
@@ -215,6 +228,8 @@ class WhisperASR:
         self.thresholds = thresholds
         self._tokenizers: dict = {}
         self._lock = threading.Lock()
+        self._encoded: OrderedDict[bytes, object] = OrderedDict()  # audio digest → encoder output
+        self.encoder_passes = 0
 
     @property
     def languages(self) -> list[str]:
@@ -231,26 +246,40 @@ class WhisperASR:
 
     def decode(self, audio: np.ndarray, *, language: str | None = None, prior: str | None = None,
                task: str = "transcribe", beam_size: int = 5, prefix: str = "", prompt: str = "",
-               fallback: bool = True, abandon=None) -> Decoding:
+               fallback: bool = True, abandon=None, known_speech: bool = False) -> Decoding:
         """Transcribe one utterance (≤ 30 s). ``language=None`` detects it (with ``prior``).
 
         ``abandon()``, asked once the encoder pass is done, may say the result is no longer
         wanted (a partial overtaken by the end of speech): the text generation is skipped
         and the decoder is free for the final that much sooner.
+
+        Audio decoded moments ago (``task="translate"`` of the final just transcribed) reuses
+        that decode's encoder output: only the text generation runs. ``known_speech``: the
+        audio was already accepted as speech; the silence and hallucination guards are skipped.
         """
         t0 = time.perf_counter()
         if audio.dtype == np.int16:
             audio = audio.astype(np.float32) / 32768.0
         audio = audio[: int(MAX_AUDIO_S * SAMPLE_RATE)]
         duration = audio.size / SAMPLE_RATE
+        key = hashlib.blake2b(np.ascontiguousarray(audio, np.float32).tobytes(), digest_size=16).digest()
         with self._lock:
-            features = self.model.feature_extractor(audio)
-            frames = self.model.feature_extractor.nb_max_frames
-            features = np.pad(features, ((0, 0), (0, max(0, frames - features.shape[-1]))))[:, :frames]
-            encoder_output = self.model.encode(features)
+            encoder_output = self._encoded.get(key)
+            reused = encoder_output is not None
+            if reused:
+                self._encoded.move_to_end(key)
+            else:
+                features = self.model.feature_extractor(audio)
+                frames = self.model.feature_extractor.nb_max_frames
+                features = np.pad(features, ((0, 0), (0, max(0, frames - features.shape[-1]))))[:, :frames]
+                encoder_output = self.model.encode(features)
+                self.encoder_passes += 1
+                self._encoded[key] = encoder_output
+                while len(self._encoded) > ENCODER_CACHE:
+                    self._encoded.popitem(last=False)
             if abandon is not None and abandon():
                 return Decoding(text="", language=language or "", rejected="abandoned",
-                                elapsed=time.perf_counter() - t0)
+                                elapsed=time.perf_counter() - t0, encoder_reused=reused)
             languages: dict[str, float] = {}
             if not self.multilingual:
                 language, probability = "en", 1.0
@@ -284,11 +313,13 @@ class WhisperASR:
         avg_logprob, temperature, new_text, ratio, no_speech_prob = best
         # CTranslate2 returns the forced prefix as part of the sequence: the text is complete.
         text, _ = collapse_repetitions(new_text.strip())
-        rejected = judge(text, avg_logprob, no_speech_prob, compression_ratio(text), self.thresholds)
+        rejected = judge(text, avg_logprob, no_speech_prob, compression_ratio(text), self.thresholds,
+                         known_speech)
         return Decoding(text=text if rejected is None else "", language=language,
                         language_probability=probability, avg_logprob=avg_logprob,
                         no_speech_prob=no_speech_prob, compression_ratio=ratio, rejected=rejected,
-                        elapsed=time.perf_counter() - t0, temperature=temperature, languages=languages)
+                        elapsed=time.perf_counter() - t0, temperature=temperature, languages=languages,
+                        encoder_reused=reused)
 
     def _prompt(self, tokenizer, prompt: str, prefix: str) -> list[int]:
         tokens: list[int] = []

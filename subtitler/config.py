@@ -7,20 +7,29 @@ every mistake is reported with the file, the key and the allowed values.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from .translate.glossary import Glossary
+
 DEFAULT_CONFIG_NAME = "config.toml"
+# A language code as the translation settings take it: Whisper's (es, zh, yue), a regional or
+# script variant (zh-Hant, pt-BR) or a model family's own code (zho_Hant, epo).
+LANGUAGE_CODE = re.compile(r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")
 
 
 class ConfigError(ValueError):
     """A setting is wrong; the message names where, which key and what is allowed."""
 
 
-def _opt(default, help: str, *, choices=None, lo=None, hi=None, kind=None):
-    meta = {"help": help, "choices": choices, "lo": lo, "hi": hi, "kind": kind}
+def _opt(default, help: str, *, choices=None, lo=None, hi=None, kind=None, pattern=None, empty_ok=False):
+    # pattern: what every item of a list must look like (when there are no choices);
+    # empty_ok: an empty list is a valid value (e.g. no translation targets)
+    meta = {"help": help, "choices": choices, "lo": lo, "hi": hi, "kind": kind, "pattern": pattern,
+            "empty_ok": empty_ok}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -91,6 +100,34 @@ class ServerConfig:
     max_message_bytes: int = _opt(1 << 20, "largest WebSocket message accepted", lo=1024, hi=1 << 26)
 
 
+TRANSLATE_BACKENDS = ["auto", "ctranslate2", "apertium", "whisper"]
+
+
+@dataclass(frozen=True)
+class TranslateConfig:
+    targets: list = _opt([], "languages every final caption is translated into, e.g. [\"en\", \"zh\", \"es\"]; "
+                             "[] = no translation", kind="list", pattern=LANGUAGE_CODE, empty_ok=True)
+    backend: str = _opt("auto", "auto = the CTranslate2 model when set, else Whisper for en, else Apertium",
+                        choices=TRANSLATE_BACKENDS)
+    overrides: list = _opt([], "per-target backends, e.g. [\"en=whisper\", \"es=apertium\"]",
+                           kind="list", pattern=re.compile(r"^[^=\s]+\s*=\s*[a-z0-9]+$"), empty_ok=True)
+    model: str = _opt("", "CTranslate2 model: a name in models_dir (nllb-200-distilled-600M, m2m100_418M, "
+                          "opus-mt-en-es, …; `subtitler models pull NAME`) or a folder; '' = none")
+    models_dir: str = _opt("models", "where `subtitler models pull` puts translation models")
+    device: str = _opt("auto", "where the CTranslate2 model runs", choices=["auto", "cpu", "cuda"])
+    compute_type: str = _opt("auto", "auto = int8_float16 on CUDA, int8 on CPU",
+                             choices=["auto", "int8", "int8_float32", "int8_float16", "int8_bfloat16",
+                                      "int16", "float16", "bfloat16", "float32"])
+    beam_size: int = _opt(2, "beam width of the CTranslate2 model", lo=1, hi=16)
+    cpu_threads: int = _opt(0, "CPU threads for the CTranslate2 model; 0 = all cores", lo=0, hi=256)
+    max_pending: int = _opt(8, "live: finals waiting for translation beyond this are skipped (and marked)",
+                            lo=1, hi=10000)
+    slow_s: float = _opt(2.0, "a backend call slower than this is logged", lo=0.1, hi=600.0)
+    partials: bool = _opt(False, "translate partial captions too (text backends only; a translated line "
+                                 "changes only when its source sentence changed)")
+    partial_interval: float = _opt(1.0, "seconds between partial translations, at least", lo=0.1, hi=60.0)
+
+
 @dataclass(frozen=True)
 class Config:
     audio: AudioConfig = field(default_factory=AudioConfig)
@@ -98,6 +135,9 @@ class Config:
     asr: AsrConfig = field(default_factory=AsrConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
+    translate: TranslateConfig = field(default_factory=TranslateConfig)
+    # [glossary]: names and terms, free per-language tables; not a section of typed keys
+    glossary: Glossary = field(default_factory=Glossary)
     source: str = "built-in defaults"  # where the settings came from, for messages
 
     def with_overrides(self, overrides: dict[str, Any], where: str = "command line") -> "Config":
@@ -107,21 +147,60 @@ class Config:
             if value is None:
                 continue
             section, _, key = dotted.partition(".")
+            if section == GLOSSARY:
+                cfg = replace(cfg, glossary=_glossary_override(cfg.glossary, key, value, where))
+                continue
             sec_cls = _section_class(section, where)
             spec = _field(sec_cls, section, key, where)
             checked = _check(spec, section, key, value, where)
+            if section == "translate" and key == "overrides":
+                _check_overrides(checked, value, where)
             cfg = replace(cfg, **{section: replace(getattr(cfg, section), **{key: checked})})
         return cfg
 
 
 SECTIONS = {"audio": AudioConfig, "vad": VadConfig, "asr": AsrConfig, "output": OutputConfig,
-            "server": ServerConfig}
+            "server": ServerConfig, "translate": TranslateConfig}
+GLOSSARY = "glossary"
 
 
 def _section_class(section: str, where: str):
     if section not in SECTIONS:
-        raise ConfigError(f"{where}: unknown section [{section}]; allowed sections: {', '.join(SECTIONS)}")
+        raise ConfigError(f"{where}: unknown section [{section}]; allowed sections: "
+                          f"{', '.join([*SECTIONS, GLOSSARY])}")
     return SECTIONS[section]
+
+
+def load_glossary(table: Any, where: str) -> Glossary:
+    """The ``[glossary]`` table → a Glossary, or ConfigError naming the file and the key."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: 'glossary' must be a table: write it as [glossary]")
+    try:
+        return Glossary.from_config(table)
+    except ValueError as e:
+        raise ConfigError(f"{where}: [glossary] {e}") from None
+
+
+def _check_overrides(items: list[str], value: Any, where: str) -> None:
+    from .translate import TranslationConfigError, parse_overrides
+
+    try:
+        parse_overrides(items)
+    except TranslationConfigError as e:
+        raise ConfigError(f"{where}: [translate] overrides = {value!r}: "
+                          f"{str(e).removeprefix('translate.overrides: ')}") from None
+
+
+def _glossary_override(glossary: Glossary, key: str, value: Any, where: str) -> Glossary:
+    """``--set glossary.terms=Chongqing,SCO`` replaces the terms (fixed translations stay)."""
+    if key != "terms":
+        raise ConfigError(f"{where}: [glossary] {key}: only glossary.terms can be set here "
+                          f"(e.g. --set glossary.terms=Chongqing,SCO); fixed translations go in the "
+                          f"config file's [glossary.LANG] tables")
+    table: dict[str, Any] = {lang: dict(fixed) for lang, fixed in glossary.translations.items()}
+    table["terms"] = value
+    # Terms that only had a fixed translation stay in the glossary through their tables.
+    return load_glossary(table, where)
 
 
 def _field(sec_cls, section: str, key: str, where: str):
@@ -135,6 +214,9 @@ def describe_allowed(spec) -> str:
     m = spec.metadata
     if m["choices"]:
         return "one of " + ", ".join(map(str, m["choices"])) + (" (a list)" if m["kind"] == "list" else "")
+    if m["kind"] == "list":
+        what = "language codes" if m["pattern"] is LANGUAGE_CODE else "texts"
+        return f"a list of {what}" + (", may be empty" if m["empty_ok"] else "")
     default = spec.default if spec.default is not MISSING else spec.default_factory()
     kind = {bool: "true or false", int: "a whole number", float: "a number", str: "text"}.get(type(default), "a value")
     if m["lo"] is not None:
@@ -156,9 +238,10 @@ def _check(spec, section: str, key: str, value: Any, where: str) -> Any:
             raise bad("expected a list of names")
         items = [i.strip() for i in items if i.strip()]
         unknown = [i for i in items if m["choices"] and i not in m["choices"]]
-        if unknown or not items:
+        unknown += [i for i in items if m["pattern"] is not None and not m["pattern"].fullmatch(i)]
+        if unknown or (not items and not m["empty_ok"]):
             raise bad(f"unknown: {', '.join(unknown)}" if unknown else "empty list")
-        return items
+        return list(dict.fromkeys(items))
     if isinstance(default, bool):
         if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
             return value.lower() in ("true", "1", "yes")
@@ -207,13 +290,20 @@ def load_config(path: str | Path | None = None) -> Config:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
     overrides: dict[str, Any] = {}
+    glossary = Glossary()
     for section, table in data.items():
+        if section == GLOSSARY:
+            glossary = load_glossary(table, str(path))
+            continue
         _section_class(section, str(path))
         if not isinstance(table, dict):
             raise ConfigError(f"{path}: '{section}' must be a table: write it as [{section}]")
         for key, value in table.items():
+            if section == "translate" and key == "overrides" and isinstance(value, dict):
+                # the table form, [translate.overrides] en = "whisper", is the list's equal
+                value = [f"{k}={v}" for k, v in value.items()]
             overrides[f"{section}.{key}"] = value
-    return replace(Config(), source=str(path)).with_overrides(overrides, where=str(path))
+    return replace(Config(), source=str(path), glossary=glossary).with_overrides(overrides, where=str(path))
 
 
 def parse_set_option(text: str) -> tuple[str, str]:

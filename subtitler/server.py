@@ -205,14 +205,16 @@ class EventLog:
     replaces it on screen), so it never moves the floor.
     """
 
-    def __init__(self, history: int):
+    def __init__(self, history: int, languages: int = 0):
         self.history = history
         self.seq = 0
         self.floor = 0
         self._events: OrderedDict[int, Event] = OrderedDict()
         self._partial: dict[int, int] = {}  # utterance id → seq of its retained partial
         self._finals = 0  # non-empty finals retained
-        self._limit = 4 * history + 64  # bounds retractions/translations between finals too
+        # Bounds retractions/translations between finals too; room for one translation per
+        # target language per final, so the last ``history`` finals keep theirs.
+        self._limit = (4 + languages) * history + 64
 
     def _append(self, kind: str, body: dict) -> Event:
         self.seq += 1
@@ -305,7 +307,7 @@ class Hub:
     def __init__(self, config: ServerConfig, token: str, session_id: str, *, live: bool = True,
                  languages: Iterable[str] = ()):
         self.config, self.token, self.session_id, self.live = config, token, session_id, live
-        self.log = EventLog(config.history)
+        self.log = EventLog(config.history, languages=len(set(languages)))
         self.viewers: set[Client] = set()
         self.consoles: set[Client] = set()
         self.metrics = Metrics()
@@ -958,7 +960,8 @@ class Server:
         self.token = config.token or secrets.token_urlsafe(16)
         self.session_id = session_id or new_session_id()
         self.web_dir = Path(web_dir) if web_dir is not None else WEB_DIR
-        self.transcripts: dict[str, Path] = {}  # format → file, served under /transcripts/
+        # 'srt' → file, 'es.srt' → a translation's file: served under /transcripts/
+        self.transcripts: dict[str, Path] = {}
         self.live = live
         self._languages = list(languages)
         self.hub: Hub | None = None
@@ -1067,7 +1070,8 @@ class Server:
         self.call(apply)
 
     def publish_files(self, paths: dict[str, Path]) -> None:
-        """The session's transcript files (format → path), for the console's links."""
+        """The session's transcript files for the console's links: format → path, and
+        'LANG.format' → path for a translation's files (``TranscriptWriter.all_paths``)."""
         self.transcripts = dict(paths)
 
     def attach_ingest(self, ingest: Ingest, queue_seconds: float = 10.0) -> None:
@@ -1134,8 +1138,13 @@ class Server:
         if path == "/metrics":
             return http_response(200, hub.metrics_text().encode(), "text/plain; version=0.0.4; charset=utf-8")
         if path == "/api/session":
-            files = [{"name": p.name, "format": fmt, "url": f"/transcripts/{p.name}"}
-                     for fmt, p in self.transcripts.items()]
+            files = []
+            for key, p in self.transcripts.items():
+                lang, _, fmt = key.rpartition(".")
+                entry = {"name": p.name, "format": fmt, "url": f"/transcripts/{p.name}"}
+                if lang:
+                    entry["lang"] = lang  # a translation's file
+                files.append(entry)
             return http_response(200, _dumps({"session": self.session_id, "files": files}), "application/json")
         if path.startswith("/transcripts/"):
             # only this session's transcript files, by exact name: what the screens show anyway
@@ -1162,16 +1171,34 @@ class Server:
         return http_response(200, body, ctype)
 
 
+def _same_language(a: str, b: str) -> bool:
+    return a.replace("_", "-").lower() == b.replace("_", "-").lower()
+
+
 class ServerSink:
-    """The engine's sink for the room: hands each caption to the server's loop and returns."""
+    """The engine's sink for the room: hands each caption to the server's loop and returns.
+
+    A ``kind="translation"`` caption becomes one ``translation`` event per language (each
+    screen gets only the languages it asked for); the spoken language itself is not sent
+    again, since every screen has the caption's own text already."""
+
+    accepts_translations = True
 
     def __init__(self, server: Server):
         self.server = server
 
     def on_caption(self, caption: Caption) -> None:
         hub = self.server.hub
-        if hub is not None:
-            self.server.call(hub.publish_caption, caption.to_dict(), time.monotonic())
+        if hub is None:
+            return
+        if caption.is_translation:
+            for lang, text in caption.translations.items():
+                if not _same_language(lang, caption.lang):
+                    self.server.call(hub.publish_translation, caption.id, lang, text)
+            return
+        data = caption.to_dict()
+        data.pop("translation_errors", None)  # for transcripts and logs; screens show what came out
+        self.server.call(hub.publish_caption, data, time.monotonic())
 
     def on_translation(self, caption_id: int, lang: str, text: str) -> None:
         """A translation that arrives after its caption was shown."""

@@ -210,6 +210,13 @@ class StreamingPolicy:
         """From the next decode on: a fixed source language, or None to detect."""
         self.o = replace(self.o, language=language)
 
+    def next_seq(self) -> int:
+        """A new publication number, for a caption made outside the policy (a translation
+        update): one counter for every caption of the session, so ``seq`` stays strictly
+        increasing. Call under the same lock as the policy's other methods."""
+        self._seq += 1
+        return self._seq
+
     def drain(self) -> list[Caption]:
         """Captions produced since the last call, in publication order."""
         out, self._out = self._out, []
@@ -306,11 +313,11 @@ class StreamingPolicy:
             self._emit(live, "final", "", now, live.language or "")
 
     def _emit(self, live: _Live, kind: str, text: str, now: float, lang: str) -> None:
-        self._seq += 1
+        seq = self.next_seq()
         end = live.ended.end if live.ended is not None else live.voiced_end
         committed = " ".join(live.committed) if kind == "partial" else text
         tentative = " ".join(live.tentative) if kind == "partial" else ""
-        self._out.append(Caption(id=live.id, seq=self._seq, kind=kind, start=live.start, end=end,
+        self._out.append(Caption(id=live.id, seq=seq, kind=kind, start=live.start, end=end,
                                  emitted=now, lang=lang, text=text, committed=committed, tentative=tentative))
         live.shown = True
 

@@ -4,6 +4,18 @@ Each final caption is appended to every file with a single ``os.write`` of its
 complete bytes (O_APPEND) and, by default, an ``fsync``. A ``kill -9`` or power
 cut therefore leaves every file holding a whole number of captions, parseable as
 it stands; nothing needs to be closed or repaired afterwards.
+
+Translations go to files of their own, ``captions.<lang>.srt/.vtt/.txt``, with the
+timing of their final; they arrive as ``kind="translation"`` captions after the final
+(or in a final's ``translations``). The JSONL holds every language: a final's line as
+before, then one line per translation update::
+
+    {"id": 7, "seq": 45, "start": 12.48, "end": 15.3, "emitted": 16.01, "lang": "en", "text": "…", "translations": {}}
+    {"id": 7, "seq": 46, "kind": "translation", "emitted": 16.2, "lang": "en",
+     "translations": {"es": "…", "zh": "…"}, "translation_errors": {"ru": "ctranslate2: …"}}
+
+``load_jsonl`` folds the updates into their final, so it returns one record per caption
+with all its languages (``raw=True`` returns the lines as written).
 """
 
 from __future__ import annotations
@@ -108,7 +120,11 @@ class _Track:
 
 
 class TranscriptWriter:
-    """Sink for captions: appends each final to its transcript files as it arrives."""
+    """Sink for captions: appends each final to its transcript files as it arrives, and each
+    translation to its language's files. ``languages``: translation targets whose files are
+    created at once (others are opened at their first translation)."""
+
+    accepts_translations = True  # the engine hands it kind="translation" captions too
 
     def __init__(
         self,
@@ -118,6 +134,7 @@ class TranscriptWriter:
         max_lines: int = 2,
         basename: str = "captions",
         fsync: bool = True,
+        languages: Iterable[str] = (),
     ) -> None:
         self.formats = tuple(dict.fromkeys(formats))  # keeps order, drops repeats
         unknown = [f for f in self.formats if f not in FORMATS]
@@ -133,18 +150,35 @@ class TranscriptWriter:
         self._langs: dict[str, _Track] = {}  # opened on a language's first translation
         self._jsonl = self._open(self.folder / f"{basename}.jsonl") if "jsonl" in self.formats else None
         self._open_track(self._main, "")
+        for lang in languages:
+            self._track(lang)
 
     @property
     def paths(self) -> dict[str, Path]:
         return {f: self.folder / f"{self.basename}.{f}" for f in self.formats}
 
     @property
+    def all_paths(self) -> dict[str, Path]:
+        """Every file so far: ``paths`` plus the translations' as 'es.srt' → path."""
+        out = dict(self.paths)
+        for lang, files in self.language_paths.items():
+            out.update({f"{lang}.{fmt}": path for fmt, path in files.items()})
+        return out
+
+    @property
     def language_paths(self) -> dict[str, dict[str, Path]]:
         """Per-translation files opened so far: language -> format -> path."""
         return {
-            lang: {f: self.folder / f"{self.basename}.{lang}.{f}" for f in track.fds}
+            lang: {f: self.folder / f"{self.basename}.{_infix(lang)}.{f}" for f in track.fds}
             for lang, track in self._langs.items()
         }
+
+    def _track(self, lang: str) -> _Track:
+        track = self._langs.get(lang)
+        if track is None:
+            track = self._langs[lang] = _Track()
+            self._open_track(track, "." + _infix(lang))
+        return track
 
     def _open(self, path: Path) -> int:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
@@ -187,20 +221,26 @@ class TranscriptWriter:
             self._write(fd, {"srt": "".join(srt), "vtt": "".join(vtt), "txt": line}[fmt].encode("utf-8"))
 
     def on_caption(self, caption: Caption) -> None:
-        if not caption.is_final:
+        translation = caption.is_translation
+        if not caption.is_final and not translation:
             return  # partials are for the screen; files keep only what was settled
         with self._lock:
             if self._closed:
                 raise ValueError("TranscriptWriter is closed")
-            self._append(self._main, caption.text, caption)
+            if not translation:
+                self._append(self._main, caption.text, caption)
             for lang, text in caption.translations.items():
-                track = self._langs.get(lang)
-                if track is None:
-                    track = self._langs[lang] = _Track()
-                    self._open_track(track, "." + (_UNSAFE.sub("_", lang) or "_"))
-                self._append(track, text, caption)
+                self._append(self._track(lang), text, caption)
             if self._jsonl is not None:
-                record = {k: v for k, v in caption.to_dict().items() if k not in ("committed", "tentative", "kind")}
+                if translation:  # an update of the final's line: its new languages (and why any is missing)
+                    record = {"id": caption.id, "seq": caption.seq, "kind": "translation",
+                              "emitted": round(caption.emitted, 3), "lang": caption.lang,
+                              "translations": caption.translations}
+                else:
+                    record = {k: v for k, v in caption.to_dict().items()
+                              if k not in ("committed", "tentative", "kind", "translation_errors")}
+                if caption.translation_errors:
+                    record["translation_errors"] = caption.translation_errors
                 self._write(self._jsonl, (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
 
     def close(self) -> None:
@@ -235,9 +275,37 @@ def session_folder(out_dir: Path, now: datetime | None = None, name: str | None 
     raise FileExistsError(f"no free session folder for {stem} in {out_dir}")
 
 
-def load_jsonl(path: Path) -> list[dict]:
-    """Read a captions JSONL back, skipping a trailing line cut off by a crash."""
+def _infix(lang: str) -> str:
+    return _UNSAFE.sub("_", lang) or "_"
+
+
+def load_jsonl(path: Path, raw: bool = False) -> list[dict]:
+    """Read a captions JSONL back, skipping a trailing line cut off by a crash: one record per
+    caption, its later translation updates folded in (``translations`` holds every language
+    that came out, ``translation_errors`` why any other is missing). ``raw``: the lines as
+    written, updates included."""
     data = Path(path).read_bytes()
     # Split on b"\n" only: JSON text may hold U+2028 and friends, which splitlines() would cut.
     lines = data.split(b"\n")
-    return [json.loads(line) for line in lines[:-1] if line.strip()]
+    rows = [json.loads(line) for line in lines[:-1] if line.strip()]
+    if raw:
+        return rows
+    out: list[dict] = []
+    latest: dict = {}  # caption id → its record
+    for row in rows:
+        if row.get("kind") != "translation":
+            out.append(row)
+            latest[row.get("id")] = row
+            continue
+        record = latest.get(row.get("id"))
+        if record is None:
+            continue  # an update whose final is not in the file
+        record["translations"] = {**record.get("translations", {}), **row.get("translations", {})}
+        errors = {k: v for k, v in {**record.get("translation_errors", {}),
+                                    **row.get("translation_errors", {})}.items()
+                  if k not in record["translations"]}
+        if errors:
+            record["translation_errors"] = errors
+        else:
+            record.pop("translation_errors", None)
+    return out

@@ -192,3 +192,17 @@ def test_no_usable_prior_takes_the_top_language():
     assert choose_language(probs, prior=None, duration=1.0) == ("fr", 0.7)
     assert choose_language(probs, prior="fr", duration=1.0) == ("fr", 0.7)
     assert choose_language(probs, prior="zh", duration=1.0) == ("fr", 0.7)  # prior not among them
+
+
+def test_known_speech_skips_the_silence_and_credit_guards_only():
+    """A translation of a final already shown: "Gracias." → "Thank you." is speech, not a
+    credit heard in noise; confidence, loops and emptiness still count."""
+    def known(text, avg_logprob=-0.7, no_speech_prob=0.02):
+        return judge(text, avg_logprob, no_speech_prob, compression_ratio(text), T, known_speech=True)
+
+    assert verdict("Thank you.", avg_logprob=-0.7) == "hallucination"
+    assert known("Thank you.") is None
+    assert known("Thank you.", no_speech_prob=0.9, avg_logprob=-0.5) is None
+    assert known("Thank you.", avg_logprob=-1.5) == "low_confidence"
+    assert known("la " * 60) == "repetition"
+    assert known("...") == "empty" and known("") == "empty"

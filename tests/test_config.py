@@ -293,3 +293,71 @@ def test_cli_run_with_bad_set_exits_2(tmp_path):
 def test_cli_run_with_missing_config_exits_2(tmp_path):
     result = run_cli(tmp_path, "run", "--config", "missing.toml")
     assert_refused(result, tmp_path, "missing.toml", "not found")
+
+
+# -- [translate] and [glossary] -------------------------------------------------------------------
+
+def test_translate_defaults_and_an_empty_target_list():
+    t = Config().translate
+    assert t.targets == [] and t.backend == "auto" and t.overrides == [] and t.partials is False
+    assert Config().with_overrides({"translate.targets": ""}).translate.targets == []
+    assert Config().with_overrides({"translate.targets": "es, zh-Hant,zho_Hans,es"}).translate.targets == [
+        "es", "zh-Hant", "zho_Hans"]
+
+
+def test_translate_from_a_file(tmp_path):
+    cfg = load_config(write(tmp_path, '[translate]\ntargets = ["en", "zh", "ru", "es"]\nbackend = "apertium"\n'
+                                      '[translate.overrides]\nen = "whisper"\n', name="ok.toml"))
+    assert cfg.translate.targets == ["en", "zh", "ru", "es"] and cfg.translate.backend == "apertium"
+    assert cfg.translate.overrides == ["en=whisper"]  # the table form is the list's equal
+    cfg = load_config(write(tmp_path, '[translate]\noverrides = ["en=whisper", "es = apertium"]\ntargets = "en,es"\n',
+                            name="ok2.toml"))
+    assert cfg.translate.targets == ["en", "es"]  # a text is a comma-separated list, as on the command line
+    from subtitler.engine import translate_settings
+
+    assert translate_settings(cfg).overrides == {"en": "whisper", "es": "apertium"}
+
+
+@pytest.mark.parametrize("toml, needles", [
+    ('[translate]\ntargets = ["es", "Spanish!"]\n', ["[translate] targets", "unknown: Spanish!", "language codes"]),
+    ('[translate]\ntargets = [1]\n', ["[translate] targets", "list of names"]),
+    ('[translate]\nbackend = "deepl"\n', ["[translate] backend", "auto, ctranslate2, apertium, whisper"]),
+    ('[translate]\noverrides = ["en:whisper"]\n', ["[translate] overrides", "unknown: en:whisper"]),
+    ('[translate]\noverrides = ["en=google"]\n', ["[translate] overrides", "unknown backend 'google' for 'en'"]),
+    ('[translate]\nbeam_size = 0\n', ["[translate] beam_size", "from 1 to 16"]),
+    ('[glossary]\nterms = "SCO"\n[glossary.es]\nSCO = 3\n', ["[glossary]", "glossary.es"]),
+    ('[glossary]\nterms = [1, 2]\n', ["[glossary]", "glossary.terms must be a list"]),
+    ('glossary = 3\n', ["'glossary' must be a table"]),
+])
+def test_translate_and_glossary_mistakes(tmp_path, toml, needles):
+    msg, path = config_error(tmp_path, toml)
+    assert str(path) in msg
+    for needle in needles:
+        assert needle in msg, msg
+
+
+def test_glossary_from_the_file_and_the_command_line(tmp_path):
+    cfg = load_config(write(tmp_path, '[glossary]\nterms = ["Chongqing", "SCO"]\n[glossary.es]\nSCO = "OCS"\n'
+                                      '[glossary.zh]\nChongqing = "重庆"\n', name="ok.toml"))
+    g = cfg.glossary
+    assert g.terms == ["Chongqing", "SCO"] and g.fixed("SCO", "es") == "OCS" and g.fixed("Chongqing", "zh") == "重庆"
+    g2 = cfg.with_overrides({"glossary.terms": "Subtitler Pro, SCO"}).glossary
+    assert g2.terms == ["Subtitler Pro", "SCO", "Chongqing"] and g2.fixed("SCO", "es") == "OCS"
+    with pytest.raises(ConfigError, match="only glossary.terms"):
+        cfg.with_overrides({"glossary.es": "x"})
+    from subtitler.engine import streaming_options
+
+    assert streaming_options(cfg, live=True).prompt == "Chongqing, SCO."
+    both = cfg.with_overrides({"asr.hotwords": "Anna Smith"})
+    assert streaming_options(both, live=True).prompt == "Anna Smith Chongqing, SCO."
+
+
+def test_unknown_section_lists_glossary_too(tmp_path):
+    msg, _ = config_error(tmp_path, "[glosary]\nterms = []\n")
+    assert "audio, vad, asr, output, server, translate, glossary" in msg
+
+
+def test_cli_with_a_bad_target_exits_2_before_loading_the_model(tmp_path):
+    write(tmp_path, '[translate]\ntargets = ["es", "e s"]\n')
+    result = run_cli(tmp_path, "run", "--config", "bad.toml")
+    assert_refused(result, tmp_path, "bad.toml", "[translate] targets", "unknown: e s")

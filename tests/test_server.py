@@ -930,3 +930,72 @@ def test_sender_reconnects_after_the_connection_drops(tmp_path):
         # everything after the reconnect arrives, and the stream's end is its end.
         assert len(audio) - 16000 * 0.2 <= len(received) <= len(audio) + 320, (len(received), len(audio))
         assert np.array_equal(received[-8000:], audio[-8000:])
+
+
+# -- translation captions from the engine -----------------------------------------------------------
+
+def test_translation_captions_become_translation_events_per_language():
+    """The engine hands the sink a kind="translation" caption (same id, all its languages): each
+    screen gets the languages it asked for as `translation` events; the spoken language itself
+    is not sent again, and translation_errors stay off the wire."""
+    import dataclasses
+
+    server = Server(ServerConfig(host=HOST, port=0, token=TOKEN), languages=["es", "zh", "en"]).start()
+    try:
+        assert server.sink.accepts_translations
+
+        async def main():
+            es, welcome = await join(server, langs=["es"])
+            assert welcome["languages"] == ["en", "es", "zh"]  # the targets, before any caption
+            everything, _ = await join(server, langs=["*"])
+            final = caption(1, "final", "Good morning.")
+            final = dataclasses.replace(final, translation_errors={"de": "boom"})
+            publish(server, final)
+            update = dataclasses.replace(final, kind="translation", seq=2,
+                                         translations={"es": "Buenos días.", "zh": "早上好。", "en": "Good morning."},
+                                         translation_errors={"ru": "apertium: no pair"})
+            target = server.hub.log.seq + 2  # es and zh; en is the caption's own language
+            server.sink.on_caption(update)
+            wait_until(lambda: server.hub.log.seq >= target, what="the translations to be logged")
+            got_es, got_all = await drain_events(es), await drain_events(everything)
+            assert [e["type"] for e in got_es] == ["caption", "translation"]
+            assert "translation_errors" not in got_es[0] and got_es[0]["translations"] == {}
+            assert {k: got_es[1][k] for k in ("id", "lang", "text")} == {"id": 1, "lang": "es", "text": "Buenos días."}
+            assert [(e["lang"], e["text"]) for e in got_all[1:]] == [("es", "Buenos días."), ("zh", "早上好。")]
+            assert server.hub.metrics.translations == 2 and server.hub.metrics.finals == 1
+            for ws in (es, everything):
+                await ws.close()
+        asyncio.run(main())
+    finally:
+        server.stop(drain=0.5)
+
+
+def test_history_keeps_every_language_of_the_last_finals():
+    """With N target languages a final brings N translation events: the log keeps room for
+    them, so a late screen still gets the last `history` finals with all their translations."""
+    langs = [f"l{i}" for i in range(8)]
+    from subtitler.server import EventLog
+
+    log = EventLog(history=50, languages=len(langs))
+    for cid in range(1, 81):
+        log.caption({"type": "caption", "id": cid, "kind": "final", "text": f"c{cid}"})
+        for lang in langs:
+            log.translation(cid, lang, f"{lang} {cid}")
+    events = log.after(0)
+    finals = [e.id for e in events if e.type == "caption"]
+    assert finals == list(range(31, 81))
+    assert all(sum(1 for e in events if e.type == "translation" and e.id == cid) == len(langs) for cid in finals)
+
+
+def test_console_lists_the_translations_files_with_their_language(tmp_path):
+    from subtitler.transcripts import TranscriptWriter
+
+    writer = TranscriptWriter(tmp_path / "session", ("srt", "txt"), languages=["es"])
+    with running(tmp_path) as server:
+        server.publish_files(writer.all_paths)
+        info = json.loads(http_get(server.port, "/api/session")[2])
+        assert {(f["name"], f["format"], f.get("lang")) for f in info["files"]} == {
+            ("captions.srt", "srt", None), ("captions.txt", "txt", None),
+            ("captions.es.srt", "srt", "es"), ("captions.es.txt", "txt", "es")}
+        assert http_get(server.port, "/transcripts/captions.es.srt")[0] == 200
+    writer.close()

@@ -387,3 +387,49 @@ def test_load_jsonl_skips_a_cut_off_last_line(tmp_path):
     path = tmp_path / "c.jsonl"
     path.write_bytes('{"text": "один\u2028два"}\n{"text": "ok"}\n{"text": "cut'.encode("utf-8"))
     assert load_jsonl(path) == [{"text": "один\u2028два"}, {"text": "ok"}]
+
+
+def translation(of: Caption, seq: int, translations: dict, errors: dict | None = None) -> Caption:
+    return Caption(id=of.id, seq=seq, kind="translation", start=of.start, end=of.end, emitted=of.emitted + 0.3,
+                   lang=of.lang, text=of.text, committed=of.text, translations=translations,
+                   translation_errors=dict(errors or {}))
+
+
+def test_translation_updates_go_to_the_language_files_and_fold_into_the_jsonl(tmp_path):
+    w = TranscriptWriter(tmp_path, languages=["es", "zh"])
+    assert w.accepts_translations
+    assert set(w.all_paths) == {"srt", "vtt", "txt", "jsonl", "es.srt", "es.vtt", "es.txt",
+                                "zh.srt", "zh.vtt", "zh.txt"}  # the targets' files exist from the start
+    assert read_vtt(w.all_paths["es.vtt"]) == [] and w.all_paths["zh.srt"].read_text() == ""
+    a, b = final(1, 0, 2, "Good morning."), final(2, 2, 4, "How are you?")
+    w.on_caption(a)
+    w.on_caption(b)
+    w.on_caption(translation(a, 3, {"es": "Buenos días.", "zh": "早上好。"}))
+    w.on_caption(translation(b, 4, {"es": "¿Cómo estás?"}, {"zh": "ctranslate2: timed out"}))
+    w.close()
+    assert [s.content for s in read_srt(w.paths["srt"])] == ["Good morning.", "How are you?"]  # not again
+    es = read_srt(w.all_paths["es.srt"])
+    assert [(s.index, s.start.total_seconds(), s.end.total_seconds(), s.content) for s in es] == [
+        (1, 0.0, 2.0, "Buenos días."), (2, 2.0, 4.0, "¿Cómo estás?")]
+    assert [c.text for c in read_vtt(w.all_paths["zh.vtt"])] == ["早上好。"]
+    assert w.all_paths["es.txt"].read_text("utf-8") == "[00:00:00] Buenos días.\n[00:00:02] ¿Cómo estás?\n"
+    raw = load_jsonl(w.paths["jsonl"], raw=True)
+    assert raw == read_jsonl_strict(w.paths["jsonl"]) and len(raw) == 4
+    assert raw[3] == {"id": 2, "seq": 4, "kind": "translation", "emitted": 4.7, "lang": "en",
+                      "translations": {"es": "¿Cómo estás?"}, "translation_errors": {"zh": "ctranslate2: timed out"}}
+    rows = load_jsonl(w.paths["jsonl"])
+    assert [(r["id"], r["text"], r["translations"], r.get("translation_errors")) for r in rows] == [
+        (1, "Good morning.", {"es": "Buenos días.", "zh": "早上好。"}, None),
+        (2, "How are you?", {"es": "¿Cómo estás?"}, {"zh": "ctranslate2: timed out"})]
+
+
+def test_load_jsonl_drops_an_update_without_its_final_and_a_later_update_clears_an_error(tmp_path):
+    w = TranscriptWriter(tmp_path, ("jsonl",))
+    a = final(1, 0, 2, "Hello.")
+    w.on_caption(translation(final(0, 0, 0, "lost"), 1, {"es": "perdido"}))
+    w.on_caption(a)
+    w.on_caption(translation(a, 3, {}, {"es": "skipped"}))
+    w.on_caption(translation(a, 4, {"es": "Hola."}))
+    w.close()
+    assert load_jsonl(w.paths["jsonl"]) == [{"id": 1, "seq": 1, "start": 0.0, "end": 2.0, "emitted": 2.4,
+                                             "lang": "en", "text": "Hello.", "translations": {"es": "Hola."}}]

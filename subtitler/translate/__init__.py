@@ -17,12 +17,13 @@ from dataclasses import dataclass, field
 
 from .base import GlossaryStyle, TranslationConfigError, TranslationError, Translator
 from .glossary import Glossary, Protected
-from .stage import AUTO_ORDER, BACKEND_NAMES, TranslationResult, TranslationStage, TranslationWorker
+from .stage import (AUTO_ORDER, AUTO_ORDER_EN, BACKEND_NAMES, SentenceCache, TranslationResult, TranslationStage,
+                    TranslationWorker, split_sentences)
 
 __all__ = [
-    "AUTO_ORDER", "BACKEND_NAMES", "Glossary", "GlossaryStyle", "Protected", "TranslateSettings",
-    "TranslationConfigError", "TranslationError", "TranslationResult", "TranslationStage",
-    "TranslationWorker", "Translator", "build_stage", "parse_overrides",
+    "AUTO_ORDER", "AUTO_ORDER_EN", "BACKEND_NAMES", "Glossary", "GlossaryStyle", "Protected", "SentenceCache",
+    "TranslateSettings", "TranslationConfigError", "TranslationError", "TranslationResult", "TranslationStage",
+    "TranslationWorker", "Translator", "build_stage", "parse_overrides", "split_sentences",
 ]
 
 

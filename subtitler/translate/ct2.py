@@ -330,12 +330,13 @@ def hub_reachable(timeout: float = 3.0) -> bool:
 
 
 def _offline_message(model: KnownModel, target: Path, reason: str) -> str:
-    how = (f"download them from the Hugging Face repository {model.ready}"
-           if model.ready else "convert the original")
+    how = (f"download them from the Hugging Face repository {model.ready}, or convert it"
+           if model.ready else "convert it")
     return (f"translation model '{model.name}' could not be fetched ({reason}).\n"
             f"Put these files in {target}/:\n"
             f"  model.bin, config.json, shared_vocabulary.json (or .txt): a CTranslate2 conversion of "
-            f"{model.original}; {how}, or convert it on a machine with transformers:\n"
+            f"{model.original}; {how} on a machine with transformers (pip install "
+            f"'subtitler[translate-convert]'):\n"
             f"      ct2-transformers-converter --model {model.original} --output_dir {target} "
             f"--quantization int8 --copy_files {' '.join(model.spm)}\n"
             f"  {', '.join(model.spm)}: from the repository {model.original}")

@@ -4,7 +4,9 @@ worker thread so the source caption is never held up by its translations.
 ``TranslationStage`` is pure routing over ``Translator`` objects (tested with fakes):
 
 * per target, the backend named in ``overrides``, else ``backend``; ``auto`` tries, in order,
-  the CTranslate2 model, Apertium (when the pair is installed), then Whisper (for ``en``);
+  the CTranslate2 model, then Apertium (when the pair is installed); for ``en`` Whisper's own
+  speech → English comes before Apertium (it hears the speech, not a transcript that may hold
+  errors, and reuses the transcription's encoder pass);
 * a target that no allowed backend can produce is a ``TranslationConfigError`` at start;
 * at run time each caption's source language picks, per target, the first allowed backend
   that supports source → target; the targets of one backend go in one call (one batched
@@ -15,15 +17,22 @@ worker thread so the source caption is never held up by its translations.
 ``TranslationWorker`` runs the stage on its own thread behind a bounded queue: the engine
 publishes the final at once and submits it; the result arrives through a callback. When
 translation falls behind, the oldest waiting captions are skipped (and marked as such).
+
+Partials (optional): the worker holds one slot for the newest partial, translated only when no
+final waits and at most once every ``partial_interval`` seconds, by the text backends only.
+Text is then translated sentence by sentence through a ``SentenceCache``, finals included, so
+a sentence that did not change keeps the very translation the screens already show: a
+translated line changes only when its source sentence changed.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping, Sequence
 
@@ -35,7 +44,52 @@ log = logging.getLogger("subtitler.translate")
 # The order ``auto`` tries backends in: a loaded multilingual model first, then the
 # rule-based pairs, then Whisper's own speech → English.
 AUTO_ORDER = ("ctranslate2", "apertium", "whisper")
+# For English, Whisper translates the speech itself: ahead of the rule-based pairs.
+AUTO_ORDER_EN = ("ctranslate2", "whisper", "apertium")
 BACKEND_NAMES = ("auto", *AUTO_ORDER)
+
+# Scripts written without spaces between sentences.
+_UNSPACED = re.compile(r"^(zh|ja|yue|th|lo|km|my|zho|jpn|cmn|tha|lao|khm|mya)([-_].*)?$", re.IGNORECASE)
+# A sentence ends at . ! ? … (then a space and no lower-case letter: "e.g. this" stays one) or
+# right after a full-width 。！？.
+_SENTENCE_END = re.compile(r"(?<=[.!?…])\s+(?![a-z])|(?<=[。！？])\s*")
+
+
+def split_sentences(text: str) -> list[str]:
+    """'Hello there. How are you?' → ['Hello there.', 'How are you?']."""
+    return [p for p in (x.strip() for x in _SENTENCE_END.split(" ".join(text.split()))) if p]
+
+
+def join_sentences(parts: list[str], lang: str) -> str:
+    return ("" if _UNSPACED.match(lang) else " ").join(p for p in parts if p)
+
+
+def needs_audio(backend) -> bool:
+    """Whether a backend translates the speech (and so needs the utterance's audio)."""
+    return bool(getattr(backend, "needs_audio", False))
+
+
+class SentenceCache:
+    """Recent translations by (source language, sentence) → {target: text}; one thread's."""
+
+    def __init__(self, size: int = 512):
+        self.size = size
+        self._items: OrderedDict[tuple[str, str], dict[str, str]] = OrderedDict()
+
+    def get(self, source: str, sentence: str) -> dict[str, str]:
+        key = (source, sentence)
+        found = self._items.get(key)
+        if found is None:
+            return {}
+        self._items.move_to_end(key)
+        return found
+
+    def put(self, source: str, sentence: str, translations: dict[str, str]) -> None:
+        key = (source, sentence)
+        self._items.setdefault(key, {}).update(translations)
+        self._items.move_to_end(key)
+        while len(self._items) > self.size:
+            self._items.popitem(last=False)
 
 
 def _same_language(a: str, b: str) -> bool:
@@ -98,8 +152,9 @@ class TranslationStage:
             raise TranslationConfigError(f"translate: unknown backend '{choice}' for '{target}'; "
                                          f"choose one of {', '.join(BACKEND_NAMES)}")
         if choice == "auto":
-            chain = [self.backends[n] for n in AUTO_ORDER if n in self.backends]
-            chain += [b for n, b in self.backends.items() if n not in AUTO_ORDER]
+            order = AUTO_ORDER_EN if _same_language(target, "en") else AUTO_ORDER
+            chain = [self.backends[n] for n in order if n in self.backends]
+            chain += [b for n, b in self.backends.items() if n not in order]
         elif choice not in self.backends:
             raise TranslationConfigError(
                 f"translate: target '{target}' is set to backend '{choice}', which is not available "
@@ -113,17 +168,48 @@ class TranslationStage:
             able = [b for b in able if b.supports(source, target)]
         if not able:
             route = f"{source} → {target}" if source else f"into '{target}'"
+            hint = ""
+            if "ctranslate2" not in self.backends and choice in ("auto", "ctranslate2"):
+                hint = ("; a multilingual model translates between 200 languages: `subtitler models pull "
+                        "nllb-200-distilled-600M`, then translate.model = \"nllb-200-distilled-600M\"")
             raise TranslationConfigError(
                 f"translate: nothing can translate {route} "
                 f"(backend {'auto' if choice == 'auto' else repr(choice)}; "
-                f"available: {self._available()})")
+                f"available: {self._available()}){hint}")
         return able
 
-    def route(self, source: str) -> tuple[dict[str, list[str]], dict[str, str]]:
-        """For a caption in ``source``: ({backend name: [targets]}, {target: error})."""
+    @property
+    def uses_audio(self) -> bool:
+        """Whether some target may be translated from the speech (the engine keeps the audio)."""
+        return any(needs_audio(b) for chain in self._chains.values() for b in chain)
+
+    def text_targets(self, source: str) -> list[str]:
+        """The targets a caption in ``source`` gets from its text alone (for partials)."""
+        plan, _ = self.route(source)
+        out = [t for name, ts in plan.items() if not needs_audio(self.backends[name]) for t in ts]
+        return [t for t in self.targets if t in out or _same_language(source, t)]
+
+    def describe_routes(self, source: str | None = None) -> str:
+        """'es ← apertium, en ← whisper' (the first backend each target would try)."""
+        parts = []
+        for t in self.targets:
+            chain = self._chains[t]
+            if source is not None and _same_language(source, t):
+                parts.append(f"{t} = the spoken language")
+            elif source is not None:
+                able = [b.name for b in chain if b.supports(source, t)]
+                parts.append(f"{t} ← {able[0] if able else 'nothing'}")
+            else:
+                parts.append(f"{t} ← {' or '.join(b.name for b in chain if b.can_target(t))}")
+        return ", ".join(parts)
+
+    def route(self, source: str, targets: Sequence[str] | None = None
+              ) -> tuple[dict[str, list[str]], dict[str, str]]:
+        """For a caption in ``source``: ({backend name: [targets]}, {target: error}), over all
+        targets or the given ones."""
         plan: dict[str, list[str]] = {}
         errors: dict[str, str] = {}
-        for target in self.targets:
+        for target in self.targets if targets is None else [t for t in self.targets if t in targets]:
             if _same_language(source, target):
                 continue
             backend = next((b for b in self._chains[target] if b.supports(source, target)), None)
@@ -149,22 +235,28 @@ class TranslationStage:
                 b.close()
 
     # -- work -----------------------------------------------------------------------------
-    def translate(self, text: str, source: str, *, audio=None) -> TranslationResult:
-        """Translate one caption's text (in ``source``) into every target. Never raises for a
-        backend's failure: it is logged and marked in ``errors``."""
+    def translate(self, text: str, source: str, *, audio=None, targets: Sequence[str] | None = None,
+                  cache: SentenceCache | None = None) -> TranslationResult:
+        """Translate one caption's text (in ``source``) into every target (or the given ones).
+        Never raises for a backend's failure: it is logged and marked in ``errors``. With a
+        ``cache``, text backends translate sentence by sentence and reuse what is cached."""
         t0 = time.perf_counter()
         result = TranslationResult()
         if not text.strip() or not source:
             return result
-        for target in self.targets:
+        wanted = self.targets if targets is None else [t for t in self.targets if t in targets]
+        for target in wanted:
             if _same_language(source, target):
                 result.translations[target] = text
-        plan, result.errors = self.route(source)
+        plan, result.errors = self.route(source, wanted)
         for name, targets in plan.items():
             backend = self.backends[name]
             t1 = time.perf_counter()
             try:
-                out = self._call(backend, text, source, targets, audio)
+                if cache is not None and not needs_audio(backend):
+                    out = self._by_sentence(backend, text, source, targets, cache)
+                else:
+                    out = self._call(backend, text, source, targets, audio)
             except Exception as e:
                 reason = str(e) if isinstance(e, TranslationError) else f"{type(e).__name__}: {e}"
                 log.warning("translation by %s (%s → %s) failed: %s", name, source, ",".join(targets), reason)
@@ -185,6 +277,24 @@ class TranslationStage:
                     result.errors[t] = f"{name}: produced no text"
         result.elapsed = time.perf_counter() - t0
         return result
+
+    def _by_sentence(self, backend: Translator, text: str, source: str, targets: list[str],
+                     cache: SentenceCache) -> dict[str, str]:
+        """``text`` translated one sentence at a time, reusing cached sentences; a sentence
+        whose translation came out empty fails its target as a whole."""
+        sentences = split_sentences(text)
+        parts: dict[str, list[str]] = {t: [] for t in targets}
+        for sentence in sentences:
+            known = cache.get(source, sentence)
+            missing = [t for t in targets if t not in known]
+            if missing:
+                out = self._call(backend, sentence, source, missing, None)
+                fresh = {t: (out.get(t) or "").strip() for t in missing}
+                cache.put(source, sentence, {t: v for t, v in fresh.items() if v})
+                known = {**known, **fresh}
+            for t in targets:
+                parts[t].append(known.get(t, ""))
+        return {t: join_sentences(p, t) if all(p) else "" for t, p in parts.items()}
 
     def _call(self, backend: Translator, text: str, source: str, targets: list[str], audio) -> dict[str, str]:
         g = self.glossary
@@ -211,22 +321,35 @@ class _Job:
     caption: object
     audio: object
     skipped: bool = False
+    partial: bool = False
 
 
 class TranslationWorker:
     """Runs a stage on one thread: ``submit(final, audio)`` returns at once; ``on_result(final,
     result)`` is called from the worker thread for every submitted caption, in order (a skipped
-    one gets a result whose errors say so). ``on_result`` must be quick and must not raise."""
+    one gets a result whose errors say so). ``on_result`` must be quick and must not raise.
+
+    ``max_pending``: finals waiting beyond this are skipped, oldest first (live input); None
+    waits for every one (a file). ``partial_interval`` (seconds) turns on partial translation:
+    ``submit_partial(caption)`` keeps only the newest partial, translated by the text backends
+    when no final is waiting, at most once per interval; its ``on_result`` may come after the
+    caption's final (the caller drops what is stale). With partials on, text is translated
+    sentence by sentence through ``cache``, so unchanged sentences keep their translation."""
 
     def __init__(self, stage: TranslationStage, on_result: Callable[[object, TranslationResult], None],
-                 max_pending: int = 8):
+                 max_pending: int | None = 8, partial_interval: float | None = None):
         self.stage, self.on_result = stage, on_result
-        self.max_pending = max(1, max_pending)
+        self.max_pending = None if max_pending is None else max(1, max_pending)
+        self.partial_interval = partial_interval
+        self.cache = SentenceCache() if partial_interval is not None else None
         self._queue: deque[_Job] = deque()
+        self._partial: _Job | None = None
+        self._next_partial = 0.0  # monotonic time the next partial may start
         self._cond = threading.Condition(threading.Lock())
         self._closing = False
         self._busy = False
         self.skipped = 0
+        self.partials_done = 0
         self._thread = threading.Thread(target=self._run, name="subtitler-translate", daemon=True)
         self._thread.start()
 
@@ -235,11 +358,25 @@ class TranslationWorker:
         with self._cond:
             if self._closing:
                 return
+            if self._partial is not None and self._partial.caption.id == caption.id:
+                self._partial = None  # the final supersedes its partial
             self._queue.append(_Job(caption, audio))
-            waiting = [j for j in self._queue if not j.skipped]
-            for job in waiting[:max(0, len(waiting) - self.max_pending)]:
-                job.skipped, job.audio = True, None  # newest captions matter most live
-                self.skipped += 1
+            if self.max_pending is not None:
+                waiting = [j for j in self._queue if not j.skipped]
+                for job in waiting[:max(0, len(waiting) - self.max_pending)]:
+                    job.skipped, job.audio = True, None  # newest captions matter most live
+                    self.skipped += 1
+            self._cond.notify()
+
+    def submit_partial(self, caption) -> None:
+        """Offer a partial caption; it replaces any partial not yet started. Ignored unless
+        partial translation is on."""
+        if self.partial_interval is None:
+            return
+        with self._cond:
+            if self._closing:
+                return
+            self._partial = _Job(caption, None, partial=True)
             self._cond.notify()
 
     @property
@@ -248,22 +385,40 @@ class TranslationWorker:
             return len(self._queue) + int(self._busy)
 
     def close(self, timeout: float | None = 30.0) -> bool:
-        """Finish what is queued (up to ``timeout`` s), then stop. True when all was delivered."""
+        """Finish the queued finals (up to ``timeout`` s; a waiting partial is dropped), then
+        stop. True when all was delivered."""
         with self._cond:
             self._closing = True
+            self._partial = None
             self._cond.notify()
         self._thread.join(timeout)
         return not self._thread.is_alive()
 
+    def _next_job(self) -> _Job | None:
+        """The next job (finals first), waiting as needed; None when closed and done."""
+        with self._cond:
+            while True:
+                if self._queue:
+                    job = self._queue.popleft()
+                    break
+                if self._closing:
+                    return None
+                if self._partial is not None:
+                    wait = self._next_partial - time.monotonic()
+                    if wait <= 0:
+                        job, self._partial = self._partial, None
+                        break
+                    self._cond.wait(wait)
+                else:
+                    self._cond.wait()
+            self._busy = True
+            return job
+
     def _run(self) -> None:
         while True:
-            with self._cond:
-                while not self._queue and not self._closing:
-                    self._cond.wait()
-                if not self._queue:
-                    return
-                job = self._queue.popleft()
-                self._busy = True
+            job = self._next_job()
+            if job is None:
+                return
             caption = job.caption
             try:
                 if job.skipped:
@@ -271,8 +426,13 @@ class TranslationWorker:
                     same = {t for t in self.stage.targets if _same_language(caption.lang, t)}
                     result = TranslationResult(translations={t: caption.text for t in same},
                                                errors={t: reason for t in self.stage.targets if t not in same})
+                elif job.partial:
+                    result = self.stage.translate(caption.text, caption.lang,
+                                                  targets=self.stage.text_targets(caption.lang), cache=self.cache)
+                    self.partials_done += 1
+                    self._next_partial = time.monotonic() + self.partial_interval
                 else:
-                    result = self.stage.translate(caption.text, caption.lang, audio=job.audio)
+                    result = self.stage.translate(caption.text, caption.lang, audio=job.audio, cache=self.cache)
                 self.on_result(caption, result)
             except Exception:  # never let one caption stop the translations of the next
                 log.exception("translation of caption %s failed", getattr(caption, "id", "?"))

@@ -2,9 +2,9 @@
 
 It works from the utterance's audio, not from the transcript: ``WhisperASR.decode`` with
 ``task="translate"`` and the caption's language. The decode shares the ASR model (and its
-lock) with transcription, so it runs between the session's own decodes. When ``asr.decode``
-keeps the encoder output of the utterance it has just transcribed (see the integration notes),
-this call reuses it and costs only the text generation.
+lock) with transcription, so it runs between the session's own decodes. ``asr.decode`` keeps
+the encoder outputs of the last few utterances it decoded, so translating the final just
+transcribed reuses its encoder pass and costs only the text generation.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from .base import TranslationError
 class WhisperTranslator:
     name = "whisper"
     glossary_style = "inline"  # terms reach Whisper through its prompt; restore fixes spelling
+    needs_audio = True  # it translates the speech: the engine keeps each final's audio for it
 
     def __init__(self, asr, *, beam_size: int = 5, prompt: str = "", fallback: bool = True):
         self.asr = asr
@@ -39,7 +40,7 @@ class WhisperTranslator:
         if audio is None or len(audio) == 0:
             raise TranslationError("Whisper translates speech: the caption came without its audio")
         decoding = self.asr.decode(audio, language=source, task="translate", beam_size=self.beam_size,
-                                   prompt=self.prompt, fallback=self.fallback)
+                                   prompt=self.prompt, fallback=self.fallback, known_speech=True)
         if not decoding.ok:
             raise TranslationError(f"Whisper's translation was rejected ({decoding.rejected or 'empty'})")
         return {"en": decoding.text}
