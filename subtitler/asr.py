@@ -192,17 +192,19 @@ def choose_language(probs: dict[str, float], prior: str | None, duration: float)
 
 # -- the model -------------------------------------------------------------------------------
 
-def pick_device(device: str, compute_type: str) -> tuple[str, str]:
-    """'auto' → CUDA with float16 when CTranslate2 sees a GPU, else CPU with int8."""
+def pick_device(device: str, compute_type: str, *, setting: str = "asr.device",
+                gpu_compute: str = "float16", error: type[Exception] = RuntimeError) -> tuple[str, str]:
+    """'auto' → CUDA with ``gpu_compute`` when CTranslate2 sees a GPU, else CPU with int8.
+    Shared by every CTranslate2 model (Whisper here, translation models in translate/ct2.py)."""
     import ctranslate2
 
     if device == "auto":
         device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
     elif device == "cuda" and ctranslate2.get_cuda_device_count() == 0:
-        raise RuntimeError("asr.device = 'cuda' but CTranslate2 sees no CUDA GPU; "
-                           "use device = 'auto' or 'cpu', or install the CUDA 12 runtime and cuDNN 9")
+        raise error(f"{setting} = 'cuda' but CTranslate2 sees no CUDA GPU; "
+                    "use device = 'auto' or 'cpu', or install the CUDA 12 runtime and cuDNN 9")
     if compute_type == "auto":
-        compute_type = "float16" if device == "cuda" else "int8"
+        compute_type = gpu_compute if device == "cuda" else "int8"
     return device, compute_type
 
 

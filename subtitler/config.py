@@ -35,6 +35,10 @@ def _opt(default, help: str, *, choices=None, lo=None, hi=None, kind=None, patte
     return field(default=default, metadata=meta)
 
 
+COMPUTE_TYPES = ["auto", "int8", "int8_float32", "int8_float16", "int8_bfloat16",
+                 "int16", "float16", "bfloat16", "float32"]  # CTranslate2's
+
+
 @dataclass(frozen=True)
 class AudioConfig:
     input: str = _opt("mic", "'mic' for the microphone, 'remote' for audio sent to /ws/audio, or a file path")
@@ -63,8 +67,7 @@ class AsrConfig:
     models_dir: str = _opt("models", "local model store, searched before packages and the hub")
     device: str = _opt("auto", "where Whisper runs", choices=["auto", "cpu", "cuda"])
     compute_type: str = _opt("auto", "auto = float16 on CUDA, int8 on CPU",
-                             choices=["auto", "int8", "int8_float32", "int8_float16", "int8_bfloat16",
-                                      "int16", "float16", "bfloat16", "float32"])
+                             choices=COMPUTE_TYPES)
     cpu_threads: int = _opt(0, "CPU threads for Whisper; 0 = all cores", lo=0, hi=256)
     language: str = _opt("auto", "spoken language code (en, es, zh, …) or 'auto' to detect per utterance")
     task: str = _opt("transcribe", "transcribe, or translate speech to English", choices=["transcribe", "translate"])
@@ -116,8 +119,7 @@ class TranslateConfig:
     models_dir: str = _opt("models", "where `subtitler models pull` puts translation models")
     device: str = _opt("auto", "where the CTranslate2 model runs", choices=["auto", "cpu", "cuda"])
     compute_type: str = _opt("auto", "auto = int8_float16 on CUDA, int8 on CPU",
-                             choices=["auto", "int8", "int8_float32", "int8_float16", "int8_bfloat16",
-                                      "int16", "float16", "bfloat16", "float32"])
+                             choices=COMPUTE_TYPES)
     beam_size: int = _opt(2, "beam width of the CTranslate2 model", lo=1, hi=16)
     cpu_threads: int = _opt(0, "CPU threads for the CTranslate2 model; 0 = all cores", lo=0, hi=256)
     max_pending: int = _opt(8, "live: finals waiting for translation beyond this are skipped (and marked)",

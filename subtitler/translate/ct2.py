@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from .. import asr  # noqa: F401  (picks CTranslate2's CPU kernels before ctranslate2 is imported)
+from ..asr import pick_device  # importing asr first also picks CTranslate2's CPU kernels
 from ..models import ModelNotFoundError
 from .base import TranslationConfigError, TranslationError
 from .languages import apertium_codes, to_m2m100, to_nllb
@@ -85,19 +85,6 @@ def _marian_pair(model_dir: Path, meta: dict) -> tuple[str, str] | None:
     return (m.group(1), m.group(2)) if m else None
 
 
-def pick_device(device: str, compute_type: str) -> tuple[str, str]:
-    import ctranslate2
-
-    if device == "auto":
-        device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
-    elif device == "cuda" and ctranslate2.get_cuda_device_count() == 0:
-        raise TranslationConfigError("translate.device = 'cuda' but CTranslate2 sees no CUDA GPU; "
-                                     "use 'auto' or 'cpu'")
-    if compute_type == "auto":
-        compute_type = "int8_float16" if device == "cuda" else "int8"
-    return device, compute_type
-
-
 class CTranslate2Translator:
     """A CTranslate2 translation model, loaded once. Calls are serialised (one at a time)."""
 
@@ -138,7 +125,9 @@ class CTranslate2Translator:
                     f"cannot tell the language pair of the Marian model {model_dir}: name the folder "
                     f"like opus-mt-en-es or write {META_FILE} with {{\"source\": \"en\", \"target\": \"es\"}}")
         self._spm = self._load_sentencepiece()
-        self.device, self.compute_type = pick_device(device, compute_type)
+        # int8 weights with float16 compute: the decoder's big output layer stays fast on a GPU
+        self.device, self.compute_type = pick_device(device, compute_type, setting="translate.device",
+                                                     gpu_compute="int8_float16", error=TranslationConfigError)
         import ctranslate2
 
         try:
