@@ -59,6 +59,8 @@ class VadConfig:
     end_silence_ms: int = _opt(500, "trailing silence that ends an utterance", lo=100, hi=5000)
     min_speech_ms: int = _opt(200, "utterances with less voiced audio are ignored", lo=0, hi=5000)
     max_utterance_s: float = _opt(15.0, "longer speech is cut at its quietest recent point", lo=2.0, hi=28.0)
+    tail_db: float = _opt(35.0, "voiced frames this many dB below the utterance's loudest count as silence, "
+                                "so a fading word ends sooner; 0 = off", lo=0.0, hi=90.0)
 
 
 @dataclass(frozen=True)

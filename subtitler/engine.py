@@ -87,7 +87,7 @@ def vad_options(config: Config) -> VadOptions:
     v = config.vad
     return VadOptions(frame_ms=v.frame_ms, aggressiveness=v.aggressiveness, start_ms=v.start_ms,
                       pre_roll_ms=v.pre_roll_ms, pause_ms=v.pause_ms, end_silence_ms=v.end_silence_ms,
-                      min_speech_ms=v.min_speech_ms, max_utterance_s=v.max_utterance_s)
+                      min_speech_ms=v.min_speech_ms, max_utterance_s=v.max_utterance_s, tail_db=v.tail_db)
 
 
 def streaming_options(config: Config, live: bool) -> StreamingOptions:

@@ -58,6 +58,10 @@ class VadOptions:
     min_speech_ms: int = 200
     max_utterance_s: float = 15.0
     post_roll_ms: int = 200  # trailing silence kept in the utterance audio; Whisper likes a little
+    # webrtcvad keeps ~0.15 s of a word's fading tail as speech; frames this far below the
+    # utterance's loudest count as silence instead, so the pause (and the decode that becomes
+    # the final) comes that much sooner. 0 = off. Noise above the gate keeps it inert.
+    tail_db: float = 35.0
 
     def __post_init__(self):
         if self.frame_ms not in (10, 20, 30):
@@ -68,6 +72,11 @@ class VadOptions:
 
 START_WINDOW_MS = 150  # the window in which start_ms of voiced frames start an utterance
 CUT_SEARCH_S = 3.0  # how far back a too-long utterance looks for a quiet place to cut
+
+
+def _level_db(frame: np.ndarray) -> float:
+    rms = float(np.sqrt(np.mean(frame.astype(np.float32) ** 2)) + 1e-9)
+    return 20 * float(np.log10(rms / 32768.0))
 
 
 class Segmenter:
@@ -104,6 +113,7 @@ class Segmenter:
         self._sent = 0  # frames already sent as SpeechAudio
         self._paused = False
         self.level_db = -120.0  # loudness of the latest frame, for meters
+        self._peak_db = float("-inf")  # loudest voiced frame of the utterance (for tail_db)
 
     # -- public -------------------------------------------------------------------------
     @property
@@ -131,8 +141,7 @@ class Segmenter:
         """Let audio pass unheard (captioning paused): times and the level meter move on."""
         samples = np.asarray(samples, dtype=np.int16).reshape(-1)
         if samples.size:
-            rms = float(np.sqrt(np.mean(samples.astype(np.float32) ** 2)) + 1e-9)
-            self.level_db = 20 * np.log10(rms / 32768.0)
+            self.level_db = _level_db(samples)
         data = np.concatenate([self._pending, samples]) if self._pending.size else samples
         n = data.size // self.frame
         self._frames_seen += n
@@ -151,8 +160,7 @@ class Segmenter:
         return frame_index * self.frame / SAMPLE_RATE
 
     def _step(self, frame: np.ndarray, voiced: bool, events: list) -> None:
-        rms = float(np.sqrt(np.mean(frame.astype(np.float32) ** 2)) + 1e-9)
-        self.level_db = 20 * np.log10(rms / 32768.0)
+        self.level_db = _level_db(frame)
         index = self._frames_seen
         self._frames_seen += 1
         if not self._active:
@@ -161,6 +169,9 @@ class Segmenter:
             if sum(v for _, v in recent) >= self._start_needed:
                 self._begin(index, events)
             return
+        if self.o.tail_db > 0 and voiced:
+            self._peak_db = max(self._peak_db, self.level_db)
+            voiced = self.level_db >= self._peak_db - self.o.tail_db
         self._frames.append(frame)
         self._voiced.append(voiced)
         if voiced:
@@ -189,6 +200,8 @@ class Segmenter:
         else:
             frames, voiced, first = carried
         self._active, self._paused = True, False
+        # the level gate measures against the loudest voiced frame heard so far
+        self._peak_db = max((_level_db(f) for f, v in zip(frames, voiced) if v), default=float("-inf"))
         self._utt_id, self._next_id = self._next_id, self._next_id + 1
         self._utt_first, self._frames, self._voiced, self._sent = first, frames, voiced, 0
         self._last_voiced = max((i for i, v in enumerate(voiced) if v), default=-1)

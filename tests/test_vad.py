@@ -358,7 +358,7 @@ def test_max_utterance_cuts_in_the_quiet_dip_and_continues():
          .quiet_voiced(3)  # …a soft breath between two of them…
          .speech(150 - dip - 3)  # …and on, 4.5 s of speech in all
          .silence(30))
-    seg = s.segmenter(max_utterance_s=3.0)
+    seg = s.segmenter(max_utterance_s=3.0, tail_db=0)  # webrtcvad's own decisions: the dip stays speech
     events = push_frames(seg, s)
     ev = [e for _, e in events]
     kinds = [type(e).__name__ for e in ev if not isinstance(e, SpeechAudio)]
@@ -402,7 +402,7 @@ def test_long_monologue_is_cut_into_bounded_contiguous_utterances(frame_ms):
         s.speech(word, amp=float(rng.uniform(4000, 12000))).quiet_voiced(int(rng.integers(1, 4)), amp=80)
         total += word * frame_ms
     s.silence(frames_for(1000, frame_ms))
-    seg = s.segmenter(max_utterance_s=max_s)
+    seg = s.segmenter(max_utterance_s=max_s, tail_db=0)  # the soft gaps stay speech, as scripted
     events = seg.push(s.audio) + seg.flush()
     done = ends(events)
     assert len(done) >= 5
@@ -521,3 +521,41 @@ def test_ids_increase_per_utterance():
     events = s.segmenter().push(s.audio)
     assert [e.utterance.id for e in ends(events)] == [1, 2, 3, 4]
     check_partition([e.utterance for e in ends(events)], s.audio)
+
+
+# -- a fading word ends sooner: the level gate (tail_db) ---------------------------------------
+
+@pytest.mark.parametrize("frame_ms", [10, 30])
+def test_a_fading_tail_the_detector_calls_speech_ends_the_word_at_the_level_drop(frame_ms):
+    """webrtcvad keeps a word's fading tail as speech for ~0.15 s; with tail_db the pause, the
+    end and so the final come at the level drop instead. Without the gate they come after it."""
+    def run(tail_db):
+        s = (Script(frame_ms).silence(frames_for(300, frame_ms)).speech(frames_for(900, frame_ms))
+             .quiet_voiced(frames_for(150, frame_ms), amp=60)  # 42 dB down, still "voiced"
+             .silence(frames_for(800, frame_ms)))
+        seg = s.segmenter(tail_db=tail_db)
+        events = seg.push(s.audio) + seg.flush()
+        pause = next(e for e in events if isinstance(e, SpeechPause))
+        (end,) = ends(events)
+        return s, pause, end
+
+    s, pause, end = run(35.0)
+    loud_end = s.t(frames_for(300, frame_ms) + frames_for(900, frame_ms))
+    assert pause.speech_end == pytest.approx(loud_end) and end.utterance.end == pytest.approx(loud_end)
+    # the tail is still in the utterance's audio (post-roll): nothing said is cut off
+    assert end.utterance.start + end.utterance.audio.size / SR >= loud_end + 0.15 - 1e-9
+    _, pause_off, end_off = run(0.0)
+    assert pause_off.speech_end == pytest.approx(loud_end + 0.15)
+    assert end_off.utterance.end == pytest.approx(loud_end + 0.15)
+
+
+def test_the_level_gate_leaves_speech_within_its_range_alone():
+    """Soft speech 20 dB below the loudest word is still speech: no pause, one utterance."""
+    s = (Script(30).silence(10).speech(30, amp=8000).speech(30, amp=800).speech(30, amp=8000)
+         .silence(30))
+    seg = s.segmenter(tail_db=35.0)
+    events = seg.push(s.audio) + seg.flush()
+    pauses = [e.speech_end for e in events if isinstance(e, SpeechPause)]
+    assert pauses == [pytest.approx(s.t(100))]  # only at the real end, none at the soft words
+    (end,) = ends(events)
+    assert end.utterance.end == pytest.approx(s.t(100))
