@@ -109,6 +109,19 @@ def _load_prompts_cached(lang: str) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(out.items()))
 
 
+def parallel_names(min_words: int = 0, lang: str = "en",
+                   duration: tuple[float, float] | None = None) -> list[str]:
+    """Prompts recorded in both English and Spanish (a parallel corpus), sorted: at least
+    ``min_words`` normalised words in ``lang``'s text and, if given, ``lang``'s speech lasting
+    within ``duration`` seconds."""
+    en, es = load_prompts("en"), load_prompts("es")
+    texts = en if lang == "en" else es
+    durations = dict(_speech_durations(lang)) if duration else {}
+    return sorted(n for n in set(en) & set(es)
+                  if len(normalize(texts[n], lang).split()) >= min_words
+                  and (duration is None or duration[0] <= durations.get(n, 0) <= duration[1]))
+
+
 def load_prompts(lang: str = "en") -> dict[str, str]:
     """name -> reference text, for prompts whose WAV exists and whose text is
     real speech.  Names keep their subfolder, e.g. 'digits/1'."""

@@ -191,10 +191,8 @@ def bench_whisper(count: int) -> dict:
 
     asr = WhisperASR(resolve_model("base", ROOT / "models", download=False, progress=False), device="cpu",
                      compute_type="int8")
-    en, es = corpus.load_prompts("en"), corpus.load_prompts("es")
-    durations = dict(corpus._speech_durations("es"))
-    pool = sorted(n for n in set(en) & set(es)
-                  if len(corpus.normalize(es[n], "es").split()) >= 4 and 1.0 <= durations.get(n, 0) <= 8.0)
+    en = corpus.load_prompts("en")
+    pool = corpus.parallel_names(4, "es", duration=(1.0, 8.0))
     names = random.Random(0).sample(pool, min(count, len(pool)))
     stage = TranslationStage(["en"], [WhisperTranslator(asr)], source="es")
     audio = {n: corpus.load_16k(corpus.prompt_path(n, "es")) for n in names}

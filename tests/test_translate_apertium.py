@@ -42,7 +42,7 @@ def parallel() -> list[tuple[str, str]]:
         en, es = corpus.load_prompts("en"), corpus.load_prompts("es")
     except FileNotFoundError as e:
         pytest.skip(str(e))
-    names = sorted(n for n in set(en) & set(es) if len(corpus.normalize(en[n], "en").split()) >= 3)
+    names = corpus.parallel_names(3, "en")
     assert len(names) >= 200
     return [(en[n], es[n]) for n in names]
 

@@ -35,12 +35,10 @@ def spanish_prompts() -> list[tuple[str, str]]:
     import corpus
 
     try:
-        en, es = corpus.load_prompts("en"), corpus.load_prompts("es")
+        en = corpus.load_prompts("en")
+        pool = corpus.parallel_names(4, "es", duration=(1.0, 8.0))
     except FileNotFoundError as e:
         pytest.skip(str(e))
-    durations = dict(corpus._speech_durations("es"))
-    pool = sorted(n for n in set(en) & set(es)
-                  if len(corpus.normalize(es[n], "es").split()) >= 4 and 1.0 <= durations.get(n, 0) <= 8.0)
     return [(n, en[n]) for n in random.Random(0).sample(pool, COUNT)]
 
 
