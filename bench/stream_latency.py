@@ -12,6 +12,7 @@ Figures:
   rtf                     seconds spent decoding per second of audio
   peak_rss_mb             of this process during streaming (model included)
   words_in_silence        caption words whose span overlaps no reference utterance
+  finals_correcting_committed   finals that changed a word the screens showed as committed
 """
 
 from __future__ import annotations
@@ -80,6 +81,7 @@ def main() -> int:
     p.add_argument("--config", help="config file")
     p.add_argument("--set", action="append", default=[], help="section.key=value overrides")
     p.add_argument("--no-offline", action="store_true", help="skip the offline WER baseline")
+    p.add_argument("--captions", help="also write each final, its reference and its latency here (JSONL)")
     args = p.parse_args()
 
     config = load_config(args.config)
@@ -128,18 +130,30 @@ def main() -> int:
                 best, overlap = u, o
         return best
 
-    final_lat, first_lat, in_silence, start_delay = [], [], 0, []
+    final_lat, first_lat, in_silence, start_delay, rows = [], [], 0, [], []
     for c in finals:
         u = reference_for(c) if utts else None
+        rows.append({"start": c.start, "end": c.end, "text": c.text, "reference": u["text"] if u else None,
+                     "partials": [f"{p.committed} | {p.tentative}" for p in by_id.get(c.id, [])
+                                  if p.kind == "partial"]})
         if utts and u is None:
             in_silence += len(c.text.split())
             continue
         end = u["end"] if u else c.end
         final_lat.append(c.emitted - source.fed_at(end))
+        rows[-1]["latency"] = round(final_lat[-1], 3)
         # how long after the speech ended did the decode that produced this final start?
         span = max((s for s in decode_spans if s[1] <= c.emitted + 1e-3), default=None)
         if span is not None:
             start_delay.append(span[0] - source.fed_at(end))
+    # finals that changed a word the screens had shown as committed (an early commit corrected)
+    from subtitler.asr import normalize_for_match
+
+    corrected = 0
+    for c in finals:
+        shown = next((p.committed.split() for p in reversed(by_id.get(c.id, [])) if p.kind == "partial"), [])
+        if [normalize_for_match(w) for w in c.text.split()[:len(shown)]] != [normalize_for_match(w) for w in shown]:
+            corrected += 1
     for cid, caps in by_id.items():
         first = caps[0]
         if not first.text:
@@ -157,6 +171,7 @@ def main() -> int:
         "final_decode_start_p90": percentile(start_delay, 0.9),
         "first_partial_p50": percentile(first_lat, 0.5), "first_partial_p90": percentile(first_lat, 0.9),
         "partials": sum(1 for c in recorder.captions if c.kind == "partial"),
+        "finals_correcting_committed": corrected,
         "rtf": round(sum(decode_seconds) / max(result.audio_seconds, 1e-9), 3),
         "decodes": len(decode_seconds),
         "decode_seconds_p50": percentile(decode_seconds, 0.5),
@@ -176,6 +191,8 @@ def main() -> int:
             offline = " ".join(s.text.strip() for s in segments)
             out["wer_offline"] = round(wer(refs, [offline], lang=lang), 4)
             out["wer_ratio"] = round(out["wer_streaming"] / max(out["wer_offline"], 1e-9), 3)
+    if args.captions:
+        Path(args.captions).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     print(json.dumps(out, indent=2))
     return 0
 

@@ -19,6 +19,9 @@ Backends:
     forced to 1.15 × the source's tokens (a real en → es translation's length), with a
     sentencepiece model trained on the prompts so tokens ≈ NLLB's. So the figures time the real
     model's computation; with --ct2-model a real model is timed and scored instead.
+  * ctranslate2_pairs: one OPUS-MT-shaped Marian pair model per target (en-es, en-fr, en-de,
+    en-zh; 6+6 layers, d 512, 8 heads, FFN 2048, 65,001 tokens, int8; random weights, lengths
+    forced the same way), the targets of a caption translated one model after the other.
   * whisper: the packaged multilingual ``base`` translating Spanish prompts' audio to English
     (target en only); also the encoder's share, which reusing the transcription's encoder
     pass would save.
@@ -123,19 +126,20 @@ def bench_apertium(sentences: list[str]) -> dict:
     return out
 
 
-def random_ct2(out_dir: Path, shape: str, vocab_size: int | None) -> Path:
+def random_ct2(out_dir: Path, shape: str, vocab_size: int | None, family: str = "nllb") -> Path:
     """A random-weight model of a real model's shape (NLLB-600M: built once, ~2 min, ~0.6 GB)."""
     from subtitler.translate.testing import VOCAB_SIZES, random_model, train_sentencepiece
 
     vocab_size = vocab_size or VOCAB_SIZES[shape]
-    folder = out_dir / f"ct2-random-{shape}-v{vocab_size}"
+    folder = out_dir / f"ct2-random-{shape}-v{vocab_size}" if family == "nllb" else \
+        out_dir / f"ct2-random-{family}-{shape}-v{vocab_size}"
     if (folder / "model.bin").is_file():
         return folder
     tmp = out_dir / "spm-prompts.model"
     texts = list(corpus.load_prompts("en").values()) + list(corpus.load_prompts("es").values())
     train_sentencepiece(tmp, texts, vocab_size=1500)
     print(f"building a random-weight model shaped like {shape} (vocabulary {vocab_size}) …", file=sys.stderr)
-    random_model(folder, "nllb", shape, spm_file=tmp, vocab_size=vocab_size, quantization="int8")
+    random_model(folder, family, shape, spm_file=tmp, vocab_size=vocab_size, quantization="int8")
     tmp.unlink()
     return folder
 
@@ -145,13 +149,17 @@ def _time_ct2(tr, beam: int, sentences: list[str], real: bool) -> dict:
 
     out: dict = {}
 
+    models = getattr(tr, "translators", [tr])  # one model, or several (pairs)
+
     def force_length(sentence: str) -> None:
         if not real:  # EOS is suppressed in the random model: decode exactly this many tokens
-            n = len(tr._spm[0].encode(sentence))
-            tr.max_decoding_length = max(1, round(1.15 * (n + 1)))
+            n = len(models[0]._spm[0].encode(sentence))
+            for m in models:
+                m.max_decoding_length = max(1, round(1.15 * (n + 1)))
 
     if not real:
-        out["source_tokens_mean"] = round(statistics.mean(len(tr._spm[0].encode(s)) + 2 for s in sentences), 1)
+        out["source_tokens_mean"] = round(statistics.mean(len(models[0]._spm[0].encode(s)) + 2
+                                                          for s in sentences), 1)
     for n, targets in TARGET_SETS.items():
         targets = [t for t in targets if tr.can_target(t)]
         if len(targets) < n:
@@ -178,6 +186,29 @@ def bench_ct2(sentences: list[str], model: str | None, beams: list[int], threads
             hyps = [h for i in range(0, len(pairs), 16)
                     for h in tr.translate_rows([(s, "es") for s, _ in pairs[i:i + 16]], "en")]
             out[f"quality_en_es_beam{beam}"] = score(hyps, [r for _, r in pairs], "es")
+    return out
+
+
+def bench_ct2_pairs(sentences: list[str], beams: list[int], threads: int) -> dict:
+    """One OPUS-MT-shaped Marian pair model per target (random weights, the real dimensions:
+    6+6 layers, d 512, 65,001 tokens), each loaded on its own as a user's pairs would be."""
+    from subtitler.translate.ct2 import CTranslate2Models, CTranslate2Translator
+
+    out_dir = ROOT / "bench" / "out"
+    base = random_ct2(out_dir, "opus-mt", None, family="marian")
+    folders = []
+    for target in TARGET_SETS[4]:
+        folder = out_dir / "ct2-random-pairs" / f"opus-mt-en-{target}"  # the name tells the pair
+        if not folder.is_dir():
+            folder.mkdir(parents=True)
+            for item in base.iterdir():
+                (folder / item.name).symlink_to(item.resolve())
+        folders.append(folder)
+    out: dict = {"models": [f.name for f in folders], "real_weights": False, "family": "marian"}
+    for beam in beams:
+        models = CTranslate2Models([CTranslate2Translator(f, device="cpu", compute_type="int8", beam_size=beam,
+                                                          cpu_threads=threads) for f in folders])
+        out.update(_time_ct2(models, beam, sentences, real=False))
     return out
 
 
@@ -210,7 +241,8 @@ def bench_whisper(count: int) -> dict:
         asr.model.encode(features[:, :fe.nb_max_frames])
         encode.append(time.perf_counter() - t0)
     generation = [t - e for t, e in zip(times, encode)]
-    return {"model": "base (int8)", "1_target": summary(times), "encoder_pass": summary(encode),
+    return {"model": f"base (int8 decoder, {asr.encoder} encoder)", "1_target": summary(times),
+            "encoder_pass": summary(encode),
             "1_target_reusing_encoder": summary(generation),
             "quality_es_en": score(hyps, [en[n] for n in names], "en")}
 
@@ -226,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="CTranslate2 CPU threads")
     p.add_argument("--whisper-count", type=int, default=12)
     p.add_argument("--skip-ct2", action="store_true")
+    p.add_argument("--skip-pairs", action="store_true", help="skip the OPUS-MT pair models (one per target)")
     p.add_argument("--skip-whisper", action="store_true")
     p.add_argument("--skip-apertium", action="store_true")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "translate_latency.json")
@@ -238,11 +271,14 @@ def main(argv: list[str] | None = None) -> int:
     if not a.skip_ct2:
         report["ctranslate2"] = bench_ct2(sentences, a.ct2_model, [int(b) for b in a.beams.split(",")], a.threads,
                                           a.ct2_shape, a.ct2_vocab)
+    if not a.skip_pairs:
+        report["ctranslate2_pairs"] = bench_ct2_pairs(sentences, [int(b) for b in a.beams.split(",")], a.threads)
     if not a.skip_whisper:
         report["whisper"] = bench_whisper(a.whisper_count)
     checks = {}
     for backend, key in (("apertium", "4_targets"), ("ctranslate2", "beam1_4_targets"),
-                         ("ctranslate2", "beam2_4_targets")):
+                         ("ctranslate2", "beam2_4_targets"), ("ctranslate2_pairs", "beam1_4_targets"),
+                         ("ctranslate2_pairs", "beam2_4_targets")):
         figure = report.get(backend, {}).get(key)
         if isinstance(figure, dict):
             checks[f"{backend} {key}"] = figure["p50_ms"] <= 1000 * TARGET_P50_S

@@ -11,6 +11,7 @@ known hallucinations, repetition loops) are pure functions tested on their own.
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import sys
 import threading
@@ -212,10 +213,12 @@ class WhisperASR:
     """A Whisper model loaded once; ``decode`` is thread-safe (one decode at a time)."""
 
     def __init__(self, model_path: str | Path, device: str = "auto", compute_type: str = "auto",
-                 cpu_threads: int = 0, thresholds: Thresholds = Thresholds()):
+                 cpu_threads: int = 0, thresholds: Thresholds = Thresholds(), encoder: str = "auto"):
         import os
 
         from faster_whisper import WhisperModel
+
+        from .encoder import EncoderError, TorchEncoder, choose_encoder
 
         self.device, self.compute_type = pick_device(device, compute_type)
         self.model_path = Path(model_path)
@@ -226,6 +229,17 @@ class WhisperASR:
         except Exception as e:
             raise RuntimeError(f"cannot load the Whisper model from {model_path} on {self.device} "
                                f"({self.compute_type}): {e}") from None
+        self.encoder = choose_encoder(encoder, self.device)
+        if self.encoder == "torch":
+            try:
+                TorchEncoder(model_path, threads).install(self.model)
+            except (ImportError, OSError, EncoderError) as e:
+                if encoder == "torch":
+                    raise EncoderError(f"asr.encoder = 'torch' cannot run: {e}") from None
+                # auto: CTranslate2's own encoder works wherever the model loaded
+                logging.getLogger("subtitler.asr").warning("torch encoder unavailable (%s); using "
+                                                           "CTranslate2's", e)
+                self.encoder = "ctranslate2"
         self.multilingual = self.model.model.is_multilingual
         self.thresholds = thresholds
         self._tokenizers: dict = {}

@@ -52,7 +52,8 @@ def load_asr(config: Config, progress: bool = True) -> WhisperASR:
     a = config.asr
     path = resolve_model(a.model, a.models_dir, progress=progress)
     asr = WhisperASR(path, a.device, a.compute_type, a.cpu_threads,
-                     Thresholds(a.no_speech_threshold, a.logprob_threshold, a.compression_ratio_threshold))
+                     Thresholds(a.no_speech_threshold, a.logprob_threshold, a.compression_ratio_threshold),
+                     a.encoder)
     if a.language != "auto" and a.language not in asr.languages:
         raise ValueError(f"asr.language = '{a.language}' is not a language of model '{a.model}'; "
                          f"allowed: auto, {', '.join(asr.languages)}")

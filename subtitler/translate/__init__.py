@@ -23,7 +23,7 @@ from .stage import (AUTO_ORDER, AUTO_ORDER_EN, BACKEND_NAMES, SentenceCache, Tra
 __all__ = [
     "AUTO_ORDER", "AUTO_ORDER_EN", "BACKEND_NAMES", "Glossary", "GlossaryStyle", "Protected", "SentenceCache",
     "TranslateSettings", "TranslationConfigError", "TranslationError", "TranslationResult", "TranslationStage",
-    "TranslationWorker", "Translator", "build_stage", "parse_overrides", "split_sentences",
+    "TranslationWorker", "Translator", "build_stage", "model_names", "parse_overrides", "split_sentences",
 ]
 
 
@@ -34,7 +34,8 @@ class TranslateSettings:
     targets: list[str] = field(default_factory=list)  # Whisper codes: ["es", "fr", "zh"]
     backend: str = "auto"  # auto, ctranslate2, apertium, whisper
     overrides: dict[str, str] = field(default_factory=dict)  # target → backend, e.g. {"en": "whisper"}
-    model: str = ""  # CTranslate2 model: a name in models_dir (nllb-200-distilled-600M …) or a folder
+    model: str = ""  # CTranslate2 model(s), comma-separated: names in models_dir (nllb-200-distilled-600M,
+    # opus-mt-en-es …) or folders
     models_dir: str = "models"
     device: str = "auto"
     compute_type: str = "auto"
@@ -68,6 +69,12 @@ def parse_overrides(value) -> dict[str, str]:
     return out
 
 
+def model_names(value: str) -> list[str]:
+    """``translate.model``: one model, or several separated by commas (OPUS-MT pairs, one per
+    target: "opus-mt-en-es, opus-mt-en-fr")."""
+    return list(dict.fromkeys(n.strip() for n in (value or "").split(",") if n.strip()))
+
+
 def build_stage(settings: TranslateSettings, *, asr=None, glossary: Glossary | None = None,
                 source: str | None = None) -> TranslationStage | None:
     """Load the backends the settings need and check every target; None when there are no
@@ -81,15 +88,19 @@ def build_stage(settings: TranslateSettings, *, asr=None, glossary: Glossary | N
     wanted = {settings.backend, *settings.overrides.values()}
     glossary = glossary or Glossary()
     backends = []
-    if settings.model:
-        from .ct2 import CTranslate2Translator, resolve_translation_model
+    names = model_names(settings.model)
+    if names:
+        from .ct2 import CTranslate2Models, CTranslate2Translator, resolve_translation_model
 
-        try:
-            path = resolve_translation_model(settings.model, settings.models_dir)
-        except models.ModelNotFoundError as e:
-            raise TranslationConfigError(str(e)) from None
-        backends.append(CTranslate2Translator(path, device=settings.device, compute_type=settings.compute_type,
-                                              beam_size=settings.beam_size, cpu_threads=settings.cpu_threads))
+        loaded = []
+        for name in names:
+            try:
+                path = resolve_translation_model(name, settings.models_dir)
+            except models.ModelNotFoundError as e:
+                raise TranslationConfigError(str(e)) from None
+            loaded.append(CTranslate2Translator(path, device=settings.device, compute_type=settings.compute_type,
+                                                beam_size=settings.beam_size, cpu_threads=settings.cpu_threads))
+        backends.append(loaded[0] if len(loaded) == 1 else CTranslate2Models(loaded))
     elif "ctranslate2" in wanted:
         raise TranslationConfigError("translate: backend 'ctranslate2' needs a model: set translate.model "
                                      "(e.g. 'nllb-200-distilled-600M', fetched by `subtitler models pull`)")
