@@ -33,7 +33,8 @@ fi
 # The CPU index has the small build (PyPI's Linux default is the multi-GB CUDA one); a wheel in
 # pip's find-links, as on our CI machines, is taken first.
 if grep -qwE 'amx_bf16|avx512_bf16' /proc/cpuinfo 2>/dev/null && ! python3 -c "import torch" 2>/dev/null; then
-  python3 -m pip install -q "torch==2.13.*" --extra-index-url https://download.pytorch.org/whl/cpu
+  python3 -m pip install -q "torch==2.13.*" --extra-index-url https://download.pytorch.org/whl/cpu ||
+    echo "warning: PyTorch was not installed; Whisper's encoder runs in CTranslate2 (slower on this CPU)" >&2
 fi
 
 python3 -m pip install -q -e ".[$extra]"

@@ -232,13 +232,19 @@ class WhisperASR:
         self.encoder = choose_encoder(encoder, self.device)
         if self.encoder == "torch":
             try:
-                TorchEncoder(model_path, threads).install(self.model)
-            except (ImportError, OSError, EncoderError) as e:
+                torch_encoder = TorchEncoder(model_path, threads)
+                torch_encoder.install(self.model)
+                # one pass now: it proves the encoder runs, and the first caption does not pay
+                # for PyTorch's kernel setup (~0.4 s)
+                self.model.encode(np.zeros((torch_encoder.n_mels, self.model.feature_extractor.nb_max_frames),
+                                           np.float32))
+            except Exception as e:  # a broken PyTorch install can fail in many ways
                 if encoder == "torch":
                     raise EncoderError(f"asr.encoder = 'torch' cannot run: {e}") from None
                 # auto: CTranslate2's own encoder works wherever the model loaded
                 logging.getLogger("subtitler.asr").warning("torch encoder unavailable (%s); using "
                                                            "CTranslate2's", e)
+                self.model.__dict__.pop("encode", None)
                 self.encoder = "ctranslate2"
         self.multilingual = self.model.model.is_multilingual
         self.thresholds = thresholds

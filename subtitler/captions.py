@@ -41,9 +41,10 @@ class Utterance:
 class Caption:
     """A caption for one utterance; partials and the final share the utterance's id.
 
-    ``committed`` is the stable prefix of a partial (it never changes once shown);
+    ``committed`` is the stable prefix of a partial (later partials keep it);
     ``tentative`` is the tail that later decodes may still rewrite. For a final,
-    ``text`` is everything and ``tentative`` is empty.
+    ``text`` is everything and ``tentative`` is empty; the final is decoded afresh and
+    may correct a committed word.
 
     ``translations`` maps a target language to the caption's text in it. A final is published
     at once with none; its translations follow as a ``kind="translation"`` caption of the same

@@ -68,11 +68,15 @@ def choose_encoder(setting: str, device: str, flags: set[str] | None = None,
     return "torch" if device == "cpu" and have_torch and flags & BF16_FLAGS else "ctranslate2"
 
 
+MODEL_FORMATS = range(4, 7)  # CTranslate2 model.bin versions this reader knows (4.x writes 6)
+
+
 def read_variables(model_bin: str | Path, prefix: str = "encoder/") -> dict[str, np.ndarray]:
-    """The variables of a CTranslate2 ``model.bin`` whose names start with ``prefix``, as
-    float32 arrays (int8 weights dequantized with their ``weight_scale``), read through mmap
-    so the decoder's weights are never loaded."""
+    """The variables of a CTranslate2 ``model.bin`` whose names start with ``prefix`` (the
+    prefix removed), as float32 arrays: int8/int16 weights dequantized with their ``_scale``,
+    aliases followed. Read through mmap, so the decoder's weights are never loaded."""
     path = Path(model_bin)
+    fix = "fetch the model again, or set asr.encoder = 'ctranslate2'"
     with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
         off = 0
 
@@ -89,64 +93,93 @@ def read_variables(model_bin: str | Path, prefix: str = "encoder/") -> dict[str,
             off += n
             return value
 
+        entries: dict[str, tuple] = {}  # name → (dtype, dims, offset, size): headers only
+        aliases: dict[str, str] = {}
         try:
             version = take("<I")
-            if version < 4:
-                raise EncoderError(f"{path}: CTranslate2 model format {version} is too old for the torch "
-                                   "encoder; convert the model again or set asr.encoder = 'ctranslate2'")
+            if version not in MODEL_FORMATS:
+                raise EncoderError(f"{path}: CTranslate2 model format {version} is not one the torch encoder "
+                                   f"reads ({MODEL_FORMATS.start}–{MODEL_FORMATS.stop - 1}); set "
+                                   "asr.encoder = 'ctranslate2'")
             text(), take("<I")  # spec name, revision
-            raw: dict[str, np.ndarray] = {}
             for _ in range(take("<I")):
                 name = text()
                 dims = [take("<I") for _ in range(take("<B"))]
-                dtype, size = _DTYPES.get(take("<B")), take("<I")
-                if name.startswith(prefix):
-                    buf = bytes(data[off:off + size])
-                    if dtype == "bfloat16":
-                        array = (np.frombuffer(buf, np.uint16).astype(np.uint32) << 16).view(np.float32)
-                    elif dtype is None:
-                        raise EncoderError(f"{path}: variable {name} has a data type this reader does not know")
-                    else:
-                        array = np.frombuffer(buf, dtype)
-                    raw[name[len(prefix):]] = array.reshape(dims)
+                code, size = take("<B"), take("<I")
+                if off + size > len(data):
+                    raise struct.error("variable past the end of the file")
+                entries[name] = (_DTYPES.get(code), dims, off, size)
                 off += size
-            for _ in range(take("<I") if off < len(data) else 0):  # aliases
-                alias, target = text(), text()
-                if alias.startswith(prefix) and target.startswith(prefix):
-                    raw[alias[len(prefix):]] = raw[target[len(prefix):]]
+            for _ in range(take("<I")):
+                alias = text()
+                aliases[alias] = text()
         except struct.error:
-            raise EncoderError(f"{path} is truncated or not a CTranslate2 model; "
-                               "fetch it again, or set asr.encoder = 'ctranslate2'") from None
-    out: dict[str, np.ndarray] = {}
-    for name, array in raw.items():
-        if name.endswith("_scale"):
-            continue
-        scale = raw.get(name + "_scale")
-        if array.dtype == np.int8 and scale is not None:  # CTranslate2 stores round(w * scale)
-            scale = np.asarray(scale, np.float32).reshape(-1, *([1] * (array.ndim - 1)))
-            out[name] = array.astype(np.float32) / scale
-        else:
-            out[name] = array
+            raise EncoderError(f"{path} is truncated or not a CTranslate2 model; {fix}") from None
+
+        def entry(name: str):
+            return entries.get(name) or entries.get(aliases.get(name, ""))
+
+        def load(name: str) -> np.ndarray:
+            dtype, dims, start, size = entry(name)
+            buf = bytes(data[start:start + size])
+            if dtype == "bfloat16":
+                array = (np.frombuffer(buf, np.uint16).astype(np.uint32) << 16).view(np.float32)
+            elif dtype is None:
+                raise EncoderError(f"{path}: variable {name} has a data type this reader does not know; "
+                                   "set asr.encoder = 'ctranslate2'")
+            else:
+                array = np.frombuffer(buf, dtype)
+            if array.size != int(np.prod(dims)):
+                raise EncoderError(f"{path}: variable {name} does not hold its declared shape; {fix}")
+            return array.reshape(dims)
+
+        out: dict[str, np.ndarray] = {}
+        for name in [*entries, *aliases]:
+            if not name.startswith(prefix) or name.endswith("_scale") or name[len(prefix):] in out:
+                continue
+            array = load(name)
+            if array.ndim and array.dtype.kind == "i":  # quantized: CTranslate2 stores round(w * scale)
+                # an aliased weight's scale is its target's (CTranslate2 aliases the pair)
+                scale_name = next((n for n in (name + "_scale", aliases.get(name, "") + "_scale")
+                                   if entry(n)), None)
+                if scale_name is None:
+                    raise EncoderError(f"{path}: the integer weight {name} has no scale; {fix}")
+                scale = load(scale_name).astype(np.float32)
+                scale = scale.reshape(-1, *([1] * (array.ndim - 1))) if scale.ndim else scale
+                array = array.astype(np.float32) / scale
+            elif array.dtype != np.float32 and array.dtype.kind == "f":
+                array = array.astype(np.float32)
+            out[name[len(prefix):]] = array
     return out
+
+
+GLOBAL_WEIGHTS = ("conv1/weight", "conv1/bias", "conv2/weight", "conv2/bias", "position_encodings/encodings",
+                  "layer_norm/gamma", "layer_norm/beta")
+LAYER_WEIGHTS = tuple(f"{block}/{w}" for block, names in (
+    ("self_attention", ("layer_norm/gamma", "layer_norm/beta", "linear_0/weight", "linear_0/bias",
+                        "linear_1/weight", "linear_1/bias")),
+    ("ffn", ("layer_norm/gamma", "layer_norm/beta", "linear_0/weight", "linear_0/bias",
+             "linear_1/weight", "linear_1/bias"))) for w in names)
 
 
 class TorchEncoder:
     """The Whisper encoder of a CTranslate2 model folder, in PyTorch (bfloat16 by default)."""
 
     def __init__(self, model_dir: str | Path, threads: int = 0, dtype: str = "bfloat16"):
+        model_bin = Path(model_dir) / "model.bin"
+        if not model_bin.is_file():
+            raise EncoderError(f"{model_bin} not found: the torch encoder reads the CTranslate2 model file")
+        v = read_variables(model_bin)
         import torch
 
         if threads:
             torch.set_num_threads(threads)
         self._torch = torch
         self.dtype = getattr(torch, dtype)
-        model_bin = Path(model_dir) / "model.bin"
-        if not model_bin.is_file():
-            raise EncoderError(f"{model_bin} not found: the torch encoder reads the CTranslate2 model file")
-        v = read_variables(model_bin)
         self.layers = sum(1 for name in v if name.endswith("self_attention/linear_0/weight"))
-        missing = [name for name in ("num_heads", "conv1/weight", "conv2/weight", "position_encodings/encodings",
-                                     "layer_norm/gamma") if name not in v]
+        missing = [name for name in ("num_heads", *GLOBAL_WEIGHTS,
+                                     *(f"layer_{i}/{w}" for i in range(self.layers) for w in LAYER_WEIGHTS))
+                   if name not in v]
         if missing or not self.layers:
             raise EncoderError(f"{model_bin} is not a Whisper model as this encoder knows it (no encoder "
                                f"{(missing or ['layers'])[0]}); set asr.encoder = 'ctranslate2'")

@@ -15,8 +15,11 @@ Scheduling, with one decoder (on a CPU one Whisper pass costs a fixed ~0.6 s):
   counted, so the lag behind live audio stays bounded.
 
 Partials follow LocalAgreement-2: words on which two consecutive hypotheses agree
-are committed and never change; later decodes are forced to start with them
-(Whisper's prefix), so the final always extends what the screens already show.
+are committed; later partial decodes are forced to start with them (Whisper's prefix),
+so within the partials only the tail changes. The decode that may become the final
+(at a pause, or after the end) is not forced: it hears the whole utterance afresh, so
+an early commit made from two short hypotheses can still be corrected in the final
+(under a backlog, ``hurry``, finals are greedy and forced, to stay cheap).
 """
 
 from __future__ import annotations
@@ -203,7 +206,7 @@ class StreamingPolicy:
         if live.language is None and decoding.ok and decoding.language_probability >= 0.7:
             live.language = decoding.language  # sure enough: pin it, later decodes skip detection
         if not job.final and live.ended is None and decoding.ok and self.o.partial_interval > 0:
-            self._agree(live, decoding, now)
+            self._agree(live, decoding, now, forced=bool(job.prefix))
         self._publish_ready(now)
 
     def set_language(self, language: str | None) -> None:
@@ -278,11 +281,12 @@ class StreamingPolicy:
                          prefix, prompt, self.o.task, fallback=may_finalize and not hurry,
                          may_finalize=may_finalize)
 
-    def _agree(self, live: _Live, decoding: Decoding, now: float) -> None:
+    def _agree(self, live: _Live, decoding: Decoding, now: float, forced: bool) -> None:
         """LocalAgreement-2 over the words after the committed prefix."""
         words = decoding.text.split()
         n = len(live.committed)
-        if [normalize_for_match(w) for w in words[:n]] != [normalize_for_match(w) for w in live.committed]:
+        if not forced and [normalize_for_match(w) for w in words[:n]] != \
+                [normalize_for_match(w) for w in live.committed]:
             return  # an unforced decode (at a pause) that heard the committed words otherwise
         words = words[n:]
         agreed = 0

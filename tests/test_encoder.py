@@ -14,9 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from subtitler.encoder import EncoderError, TorchEncoder, choose_encoder, read_variables
+from subtitler.encoder import EncoderError, TorchEncoder, choose_encoder, read_variables, torch_available
 
-torch = pytest.importorskip("torch", reason="the torch encoder needs PyTorch (installed by scripts/install.sh)")
+needs_torch = pytest.mark.skipif(not torch_available(),
+                                 reason="the torch encoder needs PyTorch (scripts/install.sh installs it on "
+                                        "CPUs with bfloat16 instructions)")
 
 
 def relative_deviation(a: np.ndarray, b: np.ndarray) -> float:
@@ -56,12 +58,14 @@ def test_reader_finds_the_base_encoder(base_model_path):
     assert not any(name.startswith("decoder") or name.endswith("_scale") for name in v)
 
 
+@needs_torch
 def test_float32_torch_encoder_reproduces_ctranslate2(base_model_path, ct2_base_float32, speech_features):
     out = TorchEncoder(base_model_path, dtype="float32")(speech_features)
     assert out.shape == (1, 1500, 512) and out.dtype == np.float32
     assert relative_deviation(out[0], ct2_encode(ct2_base_float32, speech_features)) < 1e-4
 
 
+@needs_torch
 def test_bfloat16_encoder_is_closer_to_float32_than_ctranslate2_int8(base_model_path, ct2_base_float32,
                                                                      speech_features):
     import ctranslate2
@@ -114,6 +118,8 @@ def tiny_whisper(out_dir: Path, n_mels: int = 128, layers: int = 2, heads: int =
         setattr(layer, attr, np.asarray(array, np.float32))
 
     model_spec.visit_spec(spec, fill)
+    # two identical weights: CTranslate2 stores the second as an alias of the first
+    spec.encoder.layer[1].ffn.linear_0.weight = spec.encoder.layer[0].ffn.linear_0.weight
     spec.register_vocabulary(vocab)
     spec.validate()
     spec.optimize(quantization=quantization)
@@ -122,12 +128,16 @@ def tiny_whisper(out_dir: Path, n_mels: int = 128, layers: int = 2, heads: int =
     return out_dir
 
 
-def test_int8_weights_are_dequantized_like_ctranslate2(tmp_path):
+@needs_torch
+@pytest.mark.parametrize("quantization", ["int8", "int16", "float16"])
+def test_stored_weights_are_read_like_ctranslate2(tmp_path, quantization):
+    """Quantized weights dequantized, aliases followed, 128 mels, 2 layers of width 64."""
     import ctranslate2
 
-    model = tiny_whisper(tmp_path / "tiny")
+    model = tiny_whisper(tmp_path / "tiny", quantization=quantization)
     stored = read_variables(model / "model.bin")
-    assert stored["layer_0/ffn/linear_0/weight"].dtype == np.float32  # read back from int8
+    assert stored["layer_0/ffn/linear_0/weight"].dtype == np.float32
+    assert np.array_equal(stored["layer_1/ffn/linear_0/weight"], stored["layer_0/ffn/linear_0/weight"])
     features = np.random.default_rng(1).normal(0, 1, (128, 3000)).astype(np.float32)
     exact = ct2_encode(ctranslate2.models.Whisper(str(model), device="cpu", compute_type="float32"), features)
     out = TorchEncoder(model, dtype="float32")(features)[0]
@@ -135,6 +145,7 @@ def test_int8_weights_are_dequantized_like_ctranslate2(tmp_path):
     assert relative_deviation(out, exact) < 1e-4
 
 
+@needs_torch
 def test_torch_encoder_transcribes_real_speech(base_model_path):
     """WhisperASR with the bfloat16 encoder: the same prompts, the same words as CTranslate2's."""
     import corpus
@@ -180,8 +191,13 @@ def test_an_encoder_that_cannot_run_is_one_clear_error(setting, device, have_tor
 def test_a_broken_model_file_is_one_clear_error(tmp_path, base_model_path):
     with pytest.raises(EncoderError, match="model.bin not found"):
         TorchEncoder(tmp_path)
-    (tmp_path / "model.bin").write_bytes((base_model_path / "model.bin").read_bytes()[:100_000])
-    with pytest.raises(EncoderError, match="truncated or not a CTranslate2 model"):
+    whole = (base_model_path / "model.bin").read_bytes()
+    for cut in (100_000, int(len(whole) * 0.95)):  # in the decoder's weights, in the encoder's
+        (tmp_path / "model.bin").write_bytes(whole[:cut])
+        with pytest.raises(EncoderError, match="truncated or not a CTranslate2 model"):
+            TorchEncoder(tmp_path)
+    (tmp_path / "model.bin").write_bytes((99).to_bytes(4, "little") + whole[4:])
+    with pytest.raises(EncoderError, match="model format 99 is not one the torch encoder reads"):
         TorchEncoder(tmp_path)
 
 
@@ -196,6 +212,7 @@ def test_auto_falls_back_to_ctranslate2_when_torch_breaks(base_model_path, monke
 
     monkeypatch.setattr(subtitler.encoder.TorchEncoder, "__init__", broken)
     monkeypatch.setattr(subtitler.encoder, "cpu_flags", lambda: {"amx_bf16"})
+    monkeypatch.setattr(subtitler.encoder, "torch_available", lambda: True)
     asr = WhisperASR(base_model_path, device="cpu", compute_type="int8", encoder="auto")
     assert asr.encoder == "ctranslate2" and "torch encoder unavailable" in caplog.text
     with pytest.raises(EncoderError, match="asr.encoder = 'torch' cannot run: libtorch_cpu.so"):

@@ -241,7 +241,8 @@ def test_realtime_partials_are_stable_and_finals_are_prompt(asr_base, short_stre
             shown = committed
         if shown:
             head = " ".join(words(final.text)[: len(shown)])
-            assert corpus.wer([" ".join(shown)], [head]) <= 0.34, f"final {final.text!r} drops committed {shown}"
+            corrected = corpus.wer([" ".join(shown)], [head]) * len(shown)  # words changed
+            assert corrected <= 1.0 + 1e-9, f"final {final.text!r} drops committed {shown}"
         latency = final.emitted - final.end
         assert latency < latency_bound, (f"final {final.text!r} {latency:.2f} s after its speech "
                                          f"(slowest decode {max(timed.elapsed):.2f} s)")

@@ -442,6 +442,47 @@ def test_backlog_decodes_greedily_and_max_lag_skips_the_oldest_waiting():
     assert [(c.id, c.text) for c in fin] == [(1, "Hello everyone."), (4, "Four."), (5, "Five.")]
 
 
+def test_a_backlog_final_keeps_the_committed_words_as_its_cheap_prefix():
+    p = StreamingPolicy(StreamingOptions(max_lag_s=12.0))
+    a = Talk(p, 1, 0.0).speak(1.0)
+    decode(p, a.t, "Good morning")
+    a.speak(1.0)
+    decode(p, a.t + 0.05, "Good morning all")  # committed: "Good morning"
+    a.speak(1.0)
+    busy = p.next_job(a.t + 0.1)  # a partial that takes long
+    a.speak(0.5).silence(0.5)
+    a.end()
+    t = a.t + 0.3
+    for uid in (2, 3):
+        talk = Talk(p, uid, t).speak(2.5).silence(0.5)
+        talk.end()
+        t = talk.t + 0.3
+    assert p.waiting_seconds() == pytest.approx(10.0)  # over max_lag_s / 2: hurry
+    p.on_result(busy, dec("Good morning all of"), t)
+    job = p.next_job(t)
+    assert job.utterance_id == 1 and job.final
+    assert job.beam_size == 1 and job.prefix == "Good morning"  # greedy, forced: cheap
+
+
+def test_a_pause_decode_that_heard_the_committed_words_otherwise_changes_nothing_on_screen():
+    p = StreamingPolicy()
+    talk = Talk(p, 1, 0.0).speak(1.0)
+    decode(p, talk.t, "Do start")
+    talk.speak(1.0)
+    decode(p, talk.t + 0.05, "Do start at")  # committed: "Do start"
+    p.drain()
+    talk.speak(0.3).pause()
+    job = p.next_job(talk.t)
+    assert job.may_finalize and job.prefix == ""  # heard afresh, in case it becomes the final
+    talk.speak(0.5)  # the speaker goes on: that decode is only a partial
+    p.on_result(job, dec("We start at nine"), talk.t)
+    assert p.drain() == []  # the committed words stay as shown, no flicker
+    job = p.next_job(talk.t + 1.5)
+    assert job.prefix == "Do start" and not job.may_finalize
+    p.on_result(job, dec("Do start at nine o'clock"), talk.t + 1.6)
+    assert [c.committed for c in partials(p.drain())] == ["Do start at"]
+
+
 def test_skipping_an_utterance_that_showed_a_partial_retracts_it():
     p = StreamingPolicy(StreamingOptions(max_lag_s=5.0))
     a = Talk(p, 1, 0.0).speak(1.0)

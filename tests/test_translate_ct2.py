@@ -297,6 +297,22 @@ def test_pair_models_share_one_backend_each_target_to_its_model(pairs):
     assert "opus-mt-en-es" in backend.describe() and "opus-mt-es-en" in backend.describe()
 
 
+def test_glossary_forms_reach_each_pair_model(pairs):
+    glossary = Glossary.from_config({"terms": ["Chongqing"], "es": {"SCO": "OCS"}})
+    models = ct2.CTranslate2Models([CTranslate2Translator(pairs[n], device="cpu") for n in ("en-es", "en-fr")])
+    spies = [Spy(t.model) for t in models.translators]
+    for t, sp in zip(models.translators, spies):
+        t.model = sp
+    result = TranslationStage(["fr", "es"], [models], glossary=glossary).translate("The SCO met in Chongqing.", "en")
+
+    def text(row):
+        return "".join(t for t in row if t != "</s>").replace("▁", " ").strip()
+
+    assert [[text(r) for r in sp.calls[0]["source"]] for sp in spies] == [
+        ["The OCS met in Chongqing."], ["The SCO met in Chongqing."]]
+    assert set(result.translations) == {"es", "fr"} and not result.errors
+
+
 def test_a_target_no_pair_model_has_is_a_config_error_at_start(pairs):
     with pytest.raises(TranslationConfigError, match="nothing can translate into 'de'"):
         build_stage(TranslateSettings(targets=["es", "de"], backend="ctranslate2",

@@ -275,15 +275,21 @@ class CTranslate2Models:
         return "; ".join(t.describe() for t in self.translators)
 
     def translate(self, text: str, source: str, targets: list[str], *, audio=None) -> dict[str, str]:
-        groups: dict[int, list[str]] = {}
-        for target in targets:
+        return dict(zip(targets, self.translate_rows([(text, t) for t in targets], source)))
+
+    def translate_rows(self, rows: list[tuple[str, str]], source: str) -> list[str]:
+        """Rows of (text, target), each to its model, one call per model; results in row order
+        (the glossary gives each target its own text)."""
+        groups: dict[int, list[int]] = {}
+        for i, (_, target) in enumerate(rows):
             model = self._for(source, target)
             if model is None:
                 raise TranslationError(f"no translation model translates {source} → {target}")
-            groups.setdefault(self.translators.index(model), []).append(target)
-        out: dict[str, str] = {}
-        for i, group in groups.items():
-            out.update(self.translators[i].translate(text, source, group))
+            groups.setdefault(self.translators.index(model), []).append(i)
+        out = [""] * len(rows)
+        for m, indexes in groups.items():
+            for i, text in zip(indexes, self.translators[m].translate_rows([rows[i] for i in indexes], source)):
+                out[i] = text
         return out
 
 
