@@ -225,7 +225,9 @@ def _load(config: Config):
 
     print(f"Loading Whisper model '{config.asr.model}'…", file=sys.stderr, flush=True)
     asr = load_asr(config)
-    print(f"Model ready: {asr.model_path} on {asr.device} ({asr.compute_type}).", file=sys.stderr, flush=True)
+    encoder = "PyTorch bfloat16 encoder" if asr.encoder == "torch" else "CTranslate2 encoder"
+    print(f"Model ready: {asr.model_path} on {asr.device} ({asr.compute_type}, {encoder}).", file=sys.stderr,
+          flush=True)
     return asr
 
 

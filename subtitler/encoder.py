@@ -26,7 +26,7 @@ BF16_FLAGS = {"amx_bf16", "avx512_bf16"}
 _DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16, 5: "bfloat16"}
 
 
-class EncoderError(RuntimeError):
+class EncoderError(ValueError):
     """The torch encoder cannot be used; the message says why and what to do."""
 
 

@@ -188,6 +188,10 @@ def test_transcribe_writes_all_formats_that_parse_back(short_stream, base_model_
     wav = Path(short_stream["wav"])
     r = subtitler("transcribe", str(wav), "--out", "subs", "--model", str(base_model_path), cwd=cwd)
     assert r.returncode == 0, r.stderr
+    from subtitler.encoder import choose_encoder
+
+    expected = {"torch": "PyTorch bfloat16 encoder", "ctranslate2": "CTranslate2 encoder"}
+    assert f"(int8, {expected[choose_encoder('auto', 'cpu')]})." in r.stderr  # says which encoder runs
     out = cwd / "subs"
     assert sorted(p.name for p in out.iterdir()) == sorted(f"{wav.stem}.{f}" for f in FORMATS)
     for f in FORMATS:  # stdout lists the files written
@@ -262,6 +266,26 @@ def test_missing_model_lists_the_three_ways(short_stream, cwd):
     assert not (cwd / "out").exists(), "a session folder was created for a refused run"
     assert list(empty.iterdir()) == [], "the failed look-up left something in the model store"
     assert took < ERROR_TIMEOUT  # measured ~0.6 s
+
+
+def test_a_broken_pytorch_is_one_error_when_asked_for_and_skipped_on_auto(short_stream, base_model_path, cwd):
+    """A PyTorch that is installed but will not import: ``asr.encoder = "torch"`` refuses to
+    start with one message (exit 2); ``auto`` captions anyway with CTranslate2's encoder."""
+    fake = cwd / "broken-site"
+    (fake / "torch").mkdir(parents=True)
+    (fake / "torch" / "__init__.py").write_text('raise ImportError("libtorch_cpu.so: undefined symbol")\n')
+    env = {**cli_env(), "PYTHONPATH": os.pathsep.join([str(fake), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    base = ["transcribe", short_stream["wav"], "--out", "subs", "--model", str(base_model_path)]
+    r = subprocess.run(command((*base, "--set", "asr.encoder=torch")), cwd=cwd, env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2, r.stderr
+    msg = one_error(r.stderr)
+    assert "asr.encoder = 'torch' cannot run" in msg and "libtorch_cpu.so" in msg
+    assert not (cwd / "subs").exists()
+    r = subprocess.run(command(tuple(base)), cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "(int8, CTranslate2 encoder)." in r.stderr
+    assert "You are now muted" in (cwd / "subs" / f"{Path(short_stream['wav']).stem}.txt").read_text()
 
 
 def test_missing_hub_model_offline_fails_fast(short_stream, cwd):
