@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from .captions import SAMPLE_RATE
+from .encoder import cpu_flags
 
 
 def _prefer_avx512() -> None:
@@ -34,12 +35,7 @@ def _prefer_avx512() -> None:
 
     if "CT2_FORCE_CPU_ISA" in os.environ or "ctranslate2" in sys.modules:
         return
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-    except OSError:
-        return
-    if {"avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512cd"} <= set(flags):
+    if {"avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512cd"} <= cpu_flags():
         os.environ["CT2_FORCE_CPU_ISA"] = "AVX512"
 
 
