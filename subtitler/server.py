@@ -36,14 +36,11 @@ from websockets.http11 import Request, Response
 
 from .captions import Caption, SessionStats
 from .config import ServerConfig
+from .eventlog import dumps
 from .hub import (AUDIO, CLOSE_GOING_AWAY, CLOSE_TIMEOUT, CONTROL, PROTOCOL_VERSION, VIEW, WRITE_HIGH,
-                  Controls, Hub, Ingest, _dumps, close_ws)
-from . import hub as _hub
+                  Controls, Hub, Ingest, close_ws)
 
 log = logging.getLogger("subtitler.server")
-
-# Re-exported (not used here): tests import it from subtitler.server, as before the split.
-EventLog = _hub.EventLog
 
 # The pages: web/ beside the package in a checkout (editable install), else where a regular
 # install put them (pyproject's data-files).
@@ -325,7 +322,7 @@ class Server:
         if path.startswith("/ws/"):
             return text_response(404, f"no WebSocket endpoint {path[:80]}; use {VIEW}, {CONTROL} or {AUDIO}\n")
         if path == "/healthz":
-            return http_response(200, _dumps(hub.healthz()), "application/json")
+            return http_response(200, dumps(hub.healthz()), "application/json")
         if path == "/metrics":
             return http_response(200, hub.metrics_text().encode(), "text/plain; version=0.0.4; charset=utf-8")
         if path == "/api/session":
@@ -336,7 +333,7 @@ class Server:
                 if lang:
                     entry["lang"] = lang  # a translation's file
                 files.append(entry)
-            return http_response(200, _dumps({"session": self.session_id, "files": files}), "application/json")
+            return http_response(200, dumps({"session": self.session_id, "files": files}), "application/json")
         if path.startswith("/transcripts/"):
             # only this session's transcript files, by exact name: what the screens show anyway
             wanted = path[len("/transcripts/"):]

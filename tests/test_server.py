@@ -974,7 +974,7 @@ def test_history_keeps_every_language_of_the_last_finals():
     """With N target languages a final brings N translation events: the log keeps room for
     them, so a late screen still gets the last `history` finals with all their translations."""
     langs = [f"l{i}" for i in range(8)]
-    from subtitler.server import EventLog
+    from subtitler.eventlog import EventLog
 
     log = EventLog(history=50, languages=len(langs))
     for cid in range(1, 81):
