@@ -970,23 +970,6 @@ def test_translation_captions_become_translation_events_per_language():
         server.stop(drain=0.5)
 
 
-def test_history_keeps_every_language_of_the_last_finals():
-    """With N target languages a final brings N translation events: the log keeps room for
-    them, so a late screen still gets the last `history` finals with all their translations."""
-    langs = [f"l{i}" for i in range(8)]
-    from subtitler.eventlog import EventLog
-
-    log = EventLog(history=50, languages=len(langs))
-    for cid in range(1, 81):
-        log.caption({"type": "caption", "id": cid, "kind": "final", "text": f"c{cid}"})
-        for lang in langs:
-            log.translation(cid, lang, f"{lang} {cid}")
-    events = log.after(0)
-    finals = [e.id for e in events if e.type == "caption"]
-    assert finals == list(range(31, 81))
-    assert all(sum(1 for e in events if e.type == "translation" and e.id == cid) == len(langs) for cid in finals)
-
-
 def test_console_lists_the_translations_files_with_their_language(tmp_path):
     from subtitler.transcripts import TranscriptWriter
 
