@@ -4,7 +4,7 @@ A pure object in the style of whisper_streaming: the engine feeds it segmenter
 events and decode results and asks it for the next decode job; tests drive it
 by simulation with invented decodings, no model, thread or clock involved.
 
-Scheduling, with one decoder (on a CPU one Whisper pass costs a fixed ~0.6 s):
+Scheduling, with one decoder (on a CPU one Whisper pass costs a fixed 0.3–0.6 s for base):
   1. an ended utterance waiting for its final always comes first (oldest first);
   2. when the speaker pauses, decode everything so far at once: if the pause becomes
      the end of the utterance, that decode already holds all the speech and becomes
