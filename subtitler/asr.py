@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from .captions import SAMPLE_RATE
-from .encoder import cpu_flags
+from .encoder import EncoderError, TorchEncoder, choose_encoder, cpu_flags
 
 
 def _prefer_avx512() -> None:
@@ -213,8 +213,6 @@ class WhisperASR:
         import os
 
         from faster_whisper import WhisperModel
-
-        from .encoder import EncoderError, TorchEncoder, choose_encoder
 
         self.device, self.compute_type = pick_device(device, compute_type)
         self.model_path = Path(model_path)
