@@ -18,6 +18,7 @@ import threading
 import time
 import zlib
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,6 +46,9 @@ MAX_AUDIO_S = 30.0  # Whisper's window; the segmenter keeps utterances shorter
 # Encoder outputs kept for a second decode of the same audio (3 MB each for base, 7.7 MB for
 # large-v3 in float32): the final, and partials of the next utterance decoded meanwhile.
 ENCODER_CACHE = 4
+# Whether decode_batch beats one-by-one decodes on a CPU (bench/batch_decode.py; see
+# WhisperASR.batch_benefit).
+CPU_BATCHING = False
 
 
 @dataclass(frozen=True)
@@ -205,8 +209,59 @@ def pick_device(device: str, compute_type: str, *, setting: str = "asr.device",
     return device, compute_type
 
 
+@dataclass
+class DecodeRequest:
+    """One utterance for ``WhisperASR.decode_batch``: exactly what ``decode`` takes (see there)."""
+
+    audio: np.ndarray  # 16 kHz mono, int16 or float32, ≤ 30 s (longer is cut)
+    language: str | None = None  # None: detect it, giving ``prior`` the benefit of the doubt
+    prior: str | None = None
+    task: str = "transcribe"  # or "translate" (speech → English)
+    beam_size: int = 5
+    prefix: str = ""  # text forced at the start of the output
+    prompt: str = ""  # earlier text, as context
+    fallback: bool = True  # retry at higher temperatures when the output fails the guards
+    abandon: Callable[[], bool] | None = None  # asked once the encoder pass is done
+    known_speech: bool = False  # already accepted as speech: skip the silence/credit guards
+
+
+@dataclass
+class _Work:
+    """One request on its way through ``decode_batch``."""
+
+    request: DecodeRequest
+    audio: np.ndarray  # float32, cut to 30 s
+    key: bytes  # digest of the audio: the encoder cache's key
+    encoded: np.ndarray | None = None  # encoder output [frames, width], on the host
+    reused: bool = False
+    language: str = ""
+    probability: float = 1.0
+    languages: dict[str, float] = field(default_factory=dict)
+    tokenizer: object = None
+    tokens: list[int] = field(default_factory=list)  # the decoder's prompt
+    max_length: int = 0
+    best: tuple | None = None  # (avg_logprob, temperature, text, ratio, no_speech_prob)
+    settled: bool = False  # the guards need no temperature fallback
+    result: Decoding | None = None
+    seconds: float = 0.0  # its share of the batch's time
+
+    @property
+    def duration(self) -> float:
+        return self.audio.size / SAMPLE_RATE
+
+
+def _share(works: list[_Work], since: float) -> float:
+    """Charge the time since ``since`` to ``works`` in equal parts; returns now. The parts of a
+    batch's decodings add up to its wall time, so per-room decode seconds stay true."""
+    now = time.perf_counter()
+    for w in works:
+        w.seconds += (now - since) / len(works)
+    return now
+
+
 class WhisperASR:
-    """A Whisper model loaded once; ``decode`` is thread-safe (one decode at a time)."""
+    """A Whisper model loaded once; ``decode`` and ``decode_batch`` are thread-safe (one at a
+    time)."""
 
     def __init__(self, model_path: str | Path, device: str = "auto", compute_type: str = "auto",
                  cpu_threads: int = 0, thresholds: Thresholds = Thresholds(), encoder: str = "auto"):
@@ -224,14 +279,17 @@ class WhisperASR:
             raise RuntimeError(f"cannot load the Whisper model from {model_path} on {self.device} "
                                f"({self.compute_type}): {e}") from None
         self.encoder = choose_encoder(encoder, self.device)
+        self._torch_encoder: TorchEncoder | None = None
         if self.encoder == "torch":
             try:
                 torch_encoder = TorchEncoder(model_path, threads)
+                # faster-whisper's own transcribe() and detect_language() use it too
                 torch_encoder.install(self.model)
+                self._torch_encoder = torch_encoder
                 # one pass now: it proves the encoder runs, and the first caption does not pay
                 # for PyTorch's kernel setup (~0.4 s)
-                self.model.encode(np.zeros((torch_encoder.n_mels, self.model.feature_extractor.nb_max_frames),
-                                           np.float32))
+                self._encode(np.zeros((1, torch_encoder.n_mels, self.model.feature_extractor.nb_max_frames),
+                                      np.float32))
             except Exception as e:  # a broken PyTorch install can fail in many ways
                 if encoder == "torch":
                     raise EncoderError(f"asr.encoder = 'torch' cannot run: {e}") from None
@@ -239,17 +297,28 @@ class WhisperASR:
                 logging.getLogger("subtitler.asr").warning("torch encoder unavailable (%s); using "
                                                            "CTranslate2's", e)
                 self.model.__dict__.pop("encode", None)
+                self._torch_encoder = None
                 self.encoder = "ctranslate2"
         self.multilingual = self.model.model.is_multilingual
         self.thresholds = thresholds
         self._tokenizers: dict = {}
         self._lock = threading.Lock()
-        self._encoded: OrderedDict[bytes, object] = OrderedDict()  # audio digest → encoder output
-        self.encoder_passes = 0
+        self._encoded: OrderedDict[bytes, np.ndarray] = OrderedDict()  # audio digest → encoder output
+        self.encoder_passes = 0  # audio windows encoded
 
     @property
     def languages(self) -> list[str]:
         return self.model.supported_languages
+
+    @property
+    def batch_benefit(self) -> bool:
+        """Whether ``decode_batch`` of several rooms' requests beats decoding them one by one here.
+
+        On CUDA one batched call fills the GPU that one utterance leaves mostly idle. On the CPU
+        the encoder's matrices are already large enough to keep every core busy, so a batch
+        costs the sum of its items (bench/batch_decode.py: see CPU_BATCHING), and a final that
+        waits for a batch only arrives later."""
+        return self.device == "cuda" or CPU_BATCHING
 
     def _tokenizer(self, task: str, language: str):
         from faster_whisper.tokenizer import Tokenizer
@@ -273,69 +342,143 @@ class WhisperASR:
         that decode's encoder output: only the text generation runs. ``known_speech``: the
         audio was already accepted as speech; the silence and hallucination guards are skipped.
         """
-        t0 = time.perf_counter()
+        return self.decode_batch([DecodeRequest(audio, language, prior, task, beam_size, prefix, prompt,
+                                                fallback, abandon, known_speech)])[0]
+
+    def decode_batch(self, requests: list[DecodeRequest]) -> list[Decoding]:
+        """Decode several utterances (several rooms') together; each result is what ``decode``
+        would give for its request alone.
+
+        One encoder pass for every audio not in the cache, one language detection for those
+        that need it, and one text generation per group of requests whose prompts CTranslate2
+        can batch (same beam size, same number of context tokens before the start-of-transcript,
+        all with or all without a forced prefix). Temperature fallbacks run one by one.
+        ``Decoding.elapsed`` is each request's share of the time, so the shares add up to the
+        batch's wall time.
+        """
+        if not requests:
+            return []
+        start = time.perf_counter()
+        works = [self._work(r) for r in requests]
+        with self._lock:
+            self._encode_all(works)
+            start = _share(works, start)
+            live = []
+            for w in works:
+                abandon = w.request.abandon
+                if abandon is not None and abandon():
+                    w.result = Decoding(text="", language=w.request.language or "", rejected="abandoned",
+                                        encoder_reused=w.reused)
+                else:
+                    live.append(w)
+            start = self._choose_languages(live, start)
+            for w in live:
+                w.tokenizer = self._tokenizer(w.request.task, w.language)
+                w.tokens = self._prompt(w.tokenizer, w.request.prompt, w.request.prefix)
+                # Loops are cut short: speech rarely needs more than ~12 tokens a second.
+                w.max_length = min(self.model.max_length, len(w.tokens) + int(12 * w.duration) + 16)
+            groups: dict[tuple, list[_Work]] = {}
+            for w in live:
+                groups.setdefault(self._batch_shape(w), []).append(w)
+            for group in groups.values():
+                results = self._generate(group, 0.0)
+                start = _share(group, start)
+                for w, result in zip(group, results):
+                    if len(group) > 1 and self._cut_differently(w, result, group):
+                        result = self._generate([w], 0.0)[0]
+                    w.settled = self._consider(w, result, 0.0)
+                    start = _share([w], start)
+            for w in live:
+                for temperature in (0.2, 0.4, 0.6) if w.request.fallback else ():
+                    if w.settled:
+                        break
+                    w.settled = self._consider(w, self._generate([w], temperature)[0], temperature)
+                w.result = self._verdict(w)
+                start = _share([w], start)
+        for w in works:
+            w.result.elapsed = w.seconds
+        return [w.result for w in works]
+
+    # -- the stages of decode_batch ---------------------------------------------------------------
+
+    def _work(self, request: DecodeRequest) -> _Work:
+        audio = request.audio
         if audio.dtype == np.int16:
             audio = audio.astype(np.float32) / 32768.0
-        audio = audio[: int(MAX_AUDIO_S * SAMPLE_RATE)]
-        duration = audio.size / SAMPLE_RATE
-        key = hashlib.blake2b(np.ascontiguousarray(audio, np.float32).tobytes(), digest_size=16).digest()
-        with self._lock:
-            encoder_output = self._encoded.get(key)
-            reused = encoder_output is not None
-            if reused:
-                self._encoded.move_to_end(key)
+        audio = np.ascontiguousarray(audio[: int(MAX_AUDIO_S * SAMPLE_RATE)], np.float32)
+        return _Work(request, audio, hashlib.blake2b(audio.tobytes(), digest_size=16).digest())
+
+    def _encode_all(self, works: list[_Work]) -> None:
+        """Every audio's encoder output: from the cache, or from one encoder pass over all the
+        new ones (an audio twice in the batch is encoded once)."""
+        new: dict[bytes, list[_Work]] = {}
+        for w in works:
+            cached = self._encoded.get(w.key)
+            if cached is not None:
+                self._encoded.move_to_end(w.key)
+                w.encoded, w.reused = cached, True
+            elif w.key in new:
+                new[w.key].append(w)
+                w.reused = True
             else:
-                features = self.model.feature_extractor(audio)
-                frames = self.model.feature_extractor.nb_max_frames
-                features = np.pad(features, ((0, 0), (0, max(0, frames - features.shape[-1]))))[:, :frames]
-                encoder_output = self.model.encode(features)
-                self.encoder_passes += 1
-                self._encoded[key] = encoder_output
-                while len(self._encoded) > ENCODER_CACHE:
-                    self._encoded.popitem(last=False)
-            if abandon is not None and abandon():
-                return Decoding(text="", language=language or "", rejected="abandoned",
-                                elapsed=time.perf_counter() - t0, encoder_reused=reused)
-            languages: dict[str, float] = {}
+                new[w.key] = [w]
+        if not new:
+            return
+        frames = self.model.feature_extractor.nb_max_frames
+        features = []
+        for same in new.values():
+            f = self.model.feature_extractor(same[0].audio)
+            features.append(np.pad(f, ((0, 0), (0, max(0, frames - f.shape[-1]))))[:, :frames])
+        encoded = self._encode(np.stack(features).astype(np.float32, copy=False))
+        self.encoder_passes += len(new)
+        for i, (key, same) in enumerate(new.items()):
+            # a copy: a cached output must not keep the whole batch's buffer alive
+            out = encoded[i] if len(new) == 1 else encoded[i].copy()
+            for w in same:
+                w.encoded = out
+            self._encoded[key] = out
+            while len(self._encoded) > ENCODER_CACHE:
+                self._encoded.popitem(last=False)
+
+    def _encode(self, features: np.ndarray) -> np.ndarray:
+        """Log-mel features [batch, n_mels, frames] → encoder outputs [batch, frames/2, width] on the
+        host: detection, generation and the cache take them from there; on CUDA that costs a copy
+        to and from the GPU (~1.5 MB each for base), little beside a decode, and it lets any
+        subset of a batch be stacked again."""
+        import ctranslate2
+
+        if self._torch_encoder is not None:
+            # one window at a time: oneDNN's bfloat16 kernels round differently for a larger
+            # batch (up to 0.9 apart in base's output here), enough to change a borderline
+            # decode; CTranslate2's int8 encoder gives the same bits either way
+            return np.concatenate([self._torch_encoder(f[None]) for f in features])
+        out = self.model.model.encode(ctranslate2.StorageView.from_array(features), to_cpu=True)
+        if out.dtype == ctranslate2.DataType.bfloat16:  # no NumPy type for it
+            out = out.to(ctranslate2.DataType.float32)
+        return np.asarray(out)
+
+    @staticmethod
+    def _stack(works: list[_Work]):
+        import ctranslate2
+
+        encoded = works[0].encoded[None] if len(works) == 1 else np.stack([w.encoded for w in works])
+        return ctranslate2.StorageView.from_array(encoded)
+
+    def _choose_languages(self, works: list[_Work], start: float) -> float:
+        detect = []
+        for w in works:
             if not self.multilingual:
-                language, probability = "en", 1.0
-            elif language is None:
-                ranked = self.model.model.detect_language(encoder_output)[0]
-                languages = {tok[2:-2]: p for tok, p in ranked[:10]}
-                language, probability = choose_language(languages, prior, duration)
+                w.language = "en"
+            elif w.request.language is None:
+                detect.append(w)
             else:
-                probability = 1.0
-            tokenizer = self._tokenizer(task, language)
-            tokens = self._prompt(tokenizer, prompt, prefix)
-            # Loops are cut short: speech rarely needs more than ~12 tokens a second.
-            max_length = min(self.model.max_length, len(tokens) + int(12 * duration) + 16)
-            temperatures = (0.0, 0.2, 0.4, 0.6) if fallback else (0.0,)
-            best = None
-            for temperature in temperatures:
-                result = self._generate(encoder_output, tokens, max_length, beam_size, temperature)
-                ids = result.sequences_ids[0]
-                avg_logprob = result.scores[0] * len(ids) / (len(ids) + 1)
-                new_text = tokenizer.decode(ids)
-                ratio = compression_ratio(new_text)
-                candidate = (avg_logprob, temperature, new_text, ratio, result.no_speech_prob)
-                if best is None or (ratio <= self.thresholds.compression_ratio and avg_logprob > best[0]):
-                    best = candidate
-                silent = result.no_speech_prob > self.thresholds.no_speech and \
-                    avg_logprob < self.thresholds.logprob
-                if silent or (ratio <= self.thresholds.compression_ratio and
-                              avg_logprob >= self.thresholds.logprob):
-                    best = candidate
-                    break
-        avg_logprob, temperature, new_text, ratio, no_speech_prob = best
-        # CTranslate2 returns the forced prefix as part of the sequence: the text is complete.
-        text, _ = collapse_repetitions(new_text.strip())
-        rejected = judge(text, avg_logprob, no_speech_prob, compression_ratio(text), self.thresholds,
-                         known_speech)
-        return Decoding(text=text if rejected is None else "", language=language,
-                        language_probability=probability, avg_logprob=avg_logprob,
-                        no_speech_prob=no_speech_prob, compression_ratio=ratio, rejected=rejected,
-                        elapsed=time.perf_counter() - t0, temperature=temperature, languages=languages,
-                        encoder_reused=reused)
+                w.language = w.request.language
+        if detect:
+            for w, ranked in zip(detect, self.model.model.detect_language(self._stack(detect))):
+                w.languages = {tok[2:-2]: p for tok, p in ranked[:10]}
+                w.language, w.probability = choose_language(w.languages, w.request.prior, w.duration)
+            start = _share(detect, start)
+        return start
 
     def _prompt(self, tokenizer, prompt: str, prefix: str) -> list[int]:
         tokens: list[int] = []
@@ -348,12 +491,71 @@ class WhisperASR:
             tokens.extend(tokenizer.encode(" " + prefix.strip())[: self.model.max_length // 2 - 1])
         return tokens
 
-    def _generate(self, encoder_output, tokens, max_length, beam_size, temperature):
+    @staticmethod
+    def _batch_shape(w: _Work) -> tuple:
+        """Requests CTranslate2 generates in one call, each as it would alone: its Whisper.generate
+        wants the start-of-transcript at the same place in every prompt (as many context tokens
+        before it), and a forced prefix in some prompts changes the first step of the others'
+        beam search (an end-of-text in a secondary beam is penalised), so a batch is all with
+        or all without one."""
+        start = w.tokens.index(w.tokenizer.no_timestamps)
+        return w.request.beam_size, w.tokens.index(w.tokenizer.sot), len(w.tokens) > start + 1
+
+    def _generate(self, works: list[_Work], temperature: float) -> list:
         if temperature > 0:
             kwargs = {"beam_size": 1, "sampling_topk": 0, "sampling_temperature": temperature}
         else:
-            kwargs = {"beam_size": beam_size}
-        return self.model.model.generate(encoder_output, [tokens], max_length=max_length,
-                                         return_scores=True, return_no_speech_prob=True,
-                                         suppress_blank=True, suppress_tokens=[-1], **kwargs)[0]
+            beam = works[0].request.beam_size
+            # all finished hypotheses of a batch: _cut_differently reads how long the search ran
+            kwargs = {"beam_size": beam, "num_hypotheses": beam if len(works) > 1 else 1}
+        return self.model.model.generate(self._stack(works), [w.tokens for w in works],
+                                         max_length=max(w.max_length for w in works), return_scores=True,
+                                         return_no_speech_prob=True, suppress_blank=True,
+                                         suppress_tokens=[-1], **kwargs)
 
+    @staticmethod
+    def _cut_differently(w: _Work, result, group: list[_Work]) -> bool:
+        """Whether the batch's longer length limit may have changed this request's output.
+
+        A batch runs to its longest request's limit; CTranslate2 generates at most
+        min(limit // 2, limit - tokens before the transcript) steps. The search of a request
+        that ended before its own last step went exactly as alone. It ended no earlier than
+        its longest returned hypothesis (the last step's hypotheses are among those returned:
+        fewer than beam-size finished before it), so a hypothesis that reaches its own last
+        step means: decode it alone (a rare loop)."""
+        forwarded = w.tokens.index(w.tokenizer.no_timestamps)
+
+        def steps(limit: int) -> int:
+            return min(limit // 2, limit - forwarded)
+
+        own = steps(w.max_length)
+        if own >= steps(max(g.max_length for g in group)):
+            return False
+        return max(len(ids) for ids in result.sequences_ids) >= own - 1
+
+    def _consider(self, w: _Work, result, temperature: float) -> bool:
+        """Keep this output if it is the best so far; True when it needs no hotter retry."""
+        t = self.thresholds
+        ids = result.sequences_ids[0]
+        avg_logprob = result.scores[0] * len(ids) / (len(ids) + 1)
+        new_text = w.tokenizer.decode(ids)
+        ratio = compression_ratio(new_text)
+        candidate = (avg_logprob, temperature, new_text, ratio, result.no_speech_prob)
+        if w.best is None or (ratio <= t.compression_ratio and avg_logprob > w.best[0]):
+            w.best = candidate
+        silent = result.no_speech_prob > t.no_speech and avg_logprob < t.logprob
+        if silent or (ratio <= t.compression_ratio and avg_logprob >= t.logprob):
+            w.best = candidate
+            return True
+        return False
+
+    def _verdict(self, w: _Work) -> Decoding:
+        avg_logprob, temperature, new_text, ratio, no_speech_prob = w.best
+        # CTranslate2 returns the forced prefix as part of the sequence: the text is complete.
+        text, _ = collapse_repetitions(new_text.strip())
+        rejected = judge(text, avg_logprob, no_speech_prob, compression_ratio(text), self.thresholds,
+                         w.request.known_speech)
+        return Decoding(text=text if rejected is None else "", language=w.language,
+                        language_probability=w.probability, avg_logprob=avg_logprob,
+                        no_speech_prob=no_speech_prob, compression_ratio=ratio, rejected=rejected,
+                        temperature=temperature, languages=w.languages, encoder_reused=w.reused)

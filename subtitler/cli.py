@@ -1,4 +1,4 @@
-"""Command line: subtitler run | send | transcribe | devices | models."""
+"""Command line: subtitler run | serve | send | transcribe | devices | models."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import Callable
 
 from .audio import AudioSourceError, FileSource, list_input_devices, open_source
 from .config import Config, ConfigError, load_config, parse_set_option
@@ -15,6 +16,7 @@ from .models import ModelNotFoundError, list_models
 from .server import ServerError
 
 EXIT_BAD_INPUT = 2  # config, model, device or file problems: nothing was started
+RUN_ROOM = "main"  # `subtitler run`'s one room (also reachable as /rooms/main/…)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -49,6 +51,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--token", help="console and audio-ingest token (server.token; default: a random "
                                      "one, printed at start)")
 
+    serve = sub.add_parser("serve", help="caption every room of a venue on one port, from one loaded model",
+                           description="Host several rooms: each with its screens, console, audio sender, "
+                                       "token and transcripts (OUT/NAME/<date_time>/). Rooms come from "
+                                       "[rooms.NAME] tables in the config or from --rooms. Ctrl-C stops.")
+    _common(serve)
+    serve.add_argument("--rooms", metavar="A,B,…",
+                       help="rooms to open, e.g. --rooms hall,forum (default: the config's [rooms.NAME] tables)")
+    serve.add_argument("--host", help="address to serve on: 127.0.0.1 (default) or 0.0.0.0 (server.host)")
+    serve.add_argument("--port", type=int, help="port for every room's pages and WebSockets; 0 = any free one "
+                                                "(server.port, default 8765)")
+    serve.add_argument("--token", help="the venue operator's token: every room's console and audio, and "
+                                       "opening/closing rooms (server.token; default: a random one, printed)")
+
     send = sub.add_parser("send", help="send a recording or this machine's microphone to a "
                                        "`subtitler run --input remote`",
                           description="Stream audio to a subtitler server's /ws/audio as 16 kHz mono PCM. "
@@ -62,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="send a file at the pace of speech, as if live (default: as fast as the server decodes)")
     send.add_argument("--server", default="ws://127.0.0.1:8765",
                       help="the server, ws://HOST:PORT (default: %(default)s)")
+    send.add_argument("--room", metavar="NAME",
+                      help="the room to feed on a `subtitler serve` venue (default: the server's one room)")
     send.add_argument("--token", default=None,
                       help="the token `subtitler run` printed (default: $SUBTITLER_TOKEN)")
 
@@ -125,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
         config = settings(args)
         if args.command == "run":
             return cmd_run(config)
+        if args.command == "serve":
+            return cmd_serve(config, args.rooms)
         return cmd_transcribe(config, Path(args.file))
     except KeyboardInterrupt:  # before the session's own handler is in place, or a second Ctrl-C
         print("\nsubtitler: interrupted", file=sys.stderr)
@@ -220,31 +239,6 @@ def cmd_models_pull(config: Config, name: str, models_dir: str | None) -> int:
     return 0
 
 
-def _load(config: Config):
-    from .engine import load_asr
-
-    print(f"Loading Whisper model '{config.asr.model}'…", file=sys.stderr, flush=True)
-    asr = load_asr(config)
-    encoder = "PyTorch bfloat16 encoder" if asr.encoder == "torch" else "CTranslate2 encoder"
-    print(f"Model ready: {asr.model_path} on {asr.device} ({asr.compute_type}, {encoder}).", file=sys.stderr,
-          flush=True)
-    return asr
-
-
-def _load_translation(config: Config, asr):
-    """The translation stage, or None without targets; a target nothing can produce is a
-    TranslationConfigError (a ValueError: exit status 2) before any audio is captioned."""
-    from .engine import load_translation
-
-    if not config.translate.targets:
-        return None
-    print(f"Loading translation into {', '.join(config.translate.targets)}…", file=sys.stderr, flush=True)
-    stage = load_translation(config, asr)
-    source = None if config.asr.language == "auto" else config.asr.language
-    print(f"Translation ready: {stage.describe_routes(source)}.", file=sys.stderr, flush=True)
-    return stage
-
-
 class TranslationLines:
     """Prints each final's translations under it on the terminal."""
 
@@ -263,59 +257,63 @@ class TranslationLines:
                 self.display.message(f"           {lang}: (no translation: {why})")
 
 
-def _interruptible(session) -> None:
-    """First Ctrl-C (or SIGTERM) stops cleanly; a second one exits at once."""
+def _interruptible(stop: Callable[[], None], stopping: Callable[[], bool]) -> None:
+    """First Ctrl-C (or SIGTERM) stops cleanly (``stop``); a second one exits at once."""
     def handler(signum, frame):
-        if session.source._stop.is_set():
+        if stopping():
             raise KeyboardInterrupt
         print("\nstopping: finishing the last utterance…", file=sys.stderr, flush=True)
-        session.stop()
+        stop()
 
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)
 
 
-def _announce(server, remote: bool) -> None:
+def _announce(server, name: str, remote: bool) -> None:
     """Where the room finds its pages, and the token for the console (and for senders)."""
-    urls = server.page_urls()
+    urls = server.page_urls(name)
+    token = server.rooms[name].token
     lines = [f"Serving the room on {', '.join(u + '/' for u in server.base_urls())}",
              f"  screens:  {urls['overlay']}",
+             f"  phones:   {urls['live']}",
              f"  console:  {urls['console']}",
-             f"  token:    {server.token}"]
+             f"  token:    {token}"]
     if remote:
-        lines.append(f"  audio:    subtitler send --mic --server {urls['audio']} --token {server.token}")
+        lines.append(f"  audio:    subtitler send --mic --server {urls['audio']} --token {token}")
     print("\n".join(lines), file=sys.stderr, flush=True)
 
 
+def _load_host(config: Config, rooms: list[Config]):
+    from .host import Host
+
+    targets = list(dict.fromkeys(t for c in [config, *rooms] for t in c.translate.targets))
+    print(f"Loading Whisper model '{config.asr.model}'" +
+          (f" and translation into {', '.join(targets)}" if targets else "") + "…", file=sys.stderr, flush=True)
+    host = Host.load(config, rooms=rooms)
+    asr = host.asr
+    encoder = "PyTorch bfloat16 encoder" if asr.encoder == "torch" else "CTranslate2 encoder"
+    print(f"Model ready: {asr.model_path} on {asr.device} ({asr.compute_type}, {encoder}).", file=sys.stderr,
+          flush=True)
+    return host
+
+
 def cmd_run(config: Config) -> int:
+    """One room: a venue of one, its old URLs kept, transcripts in OUT/<date_time>/."""
     from .display import TerminalDisplay
-    from .engine import Session
     from .server import Server
-    from .transcripts import TranscriptWriter, session_folder
+    from .venue import Venue
 
     a = config.audio
     remote = a.input == "remote"
-    source = open_source(a.input, device=a.device, sample_rate=a.sample_rate, channels=a.channels,
-                         queue_seconds=a.queue_seconds, realtime=a.realtime)
     # Bind before the model loads: a taken port is refused at once, and screens can connect early.
-    targets = config.translate.targets
-    server = Server(config.server, live=source.realtime, languages=targets).start()
-    stage = None
+    server = Server(config.server, live=remote or a.realtime or a.input == "mic").start()
+    venue = Venue(None, server, config, rooms_in_folders=False)
+    host = None
     try:
-        _announce(server, remote)
-        if remote:
-            server.attach_ingest(source, a.queue_seconds)
-        asr = _load(config)
-        stage = _load_translation(config, asr)
-        folder = session_folder(Path(config.output.dir))
-        writer = TranscriptWriter(folder, config.output.formats, config.output.max_line_chars,
-                                  config.output.max_lines, languages=targets)
-        server.publish_files(writer.all_paths)
         display = TerminalDisplay()
         seen = {"dropped": 0, "lagging": False}
 
         def watch(stats) -> None:
-            server.update_stats(stats)
             # Say so once when audio is lost or decoding falls behind, and again when it recovers.
             if stats.dropped_frames > seen["dropped"]:
                 display.message(f"warning: {stats.dropped_frames - seen['dropped']} audio blocks dropped "
@@ -327,29 +325,120 @@ def cmd_run(config: Config) -> int:
                 display.message(f"warning: captions are {stats.lag:.0f} s behind the audio" if lagging
                                 else "captions caught up with the audio")
 
-        sinks = [writer, display, server.sink] + ([TranslationLines(display)] if stage is not None else [])
-        session = Session(asr, source, sinks, config, on_stats=watch, translation=stage)
-        server.attach(session, source_languages=asr.languages)
-        _interruptible(session)
-        print(f"Listening to {source.description}. Transcripts go to {folder}/. Ctrl-C stops.",
-              file=sys.stderr, flush=True)
-        try:
-            result = session.run()
-        finally:
-            writer.close()
-        if remote:
-            server.finish_ingest()  # the sender's `end` is answered once the transcripts are flushed
+        sinks = [display] + ([TranslationLines(display)] if config.translate.targets else [])
+        runner = venue.declare(RUN_ROOM, config, default=True, token=server.token, extra_sinks=sinks,
+                               on_stats=watch, repeat=False)
+        _announce(server, RUN_ROOM, remote)
+        host = venue.host = _load_host(config, [])
+        if config.translate.targets:
+            print(f"Translation ready: {host.stage_for(config).describe_routes(_source(config))}.",
+                  file=sys.stderr, flush=True)
+        venue.prepare(runner)
+        _interruptible(runner.source.stop, runner.source._stop.is_set)
+        print(f"Listening to {runner.source.description}. Transcripts go to {runner.out_dir}/<date_time>/. "
+              f"Ctrl-C stops.", file=sys.stderr, flush=True)
+        result = runner.run_session()
+        room = runner.room
         print(f"\nStopped after {result.audio_seconds:.1f} s of audio: {result.finals} captions; "
               f"decoding lag peaked at {result.max_lag:.1f} s, {result.dropped_blocks} audio blocks dropped, "
               f"{result.skipped_utterances} utterances skipped to keep up" +
-              (f"; {session.translations} translated ({session.translation_errors} translations missing)"
-               if stage is not None else "") + ". Transcripts:", file=sys.stderr)
-        for path in writer.all_paths.values():
+              (f"; {room.translations} translated ({room.translation_errors} translations missing)"
+               if room.stage is not None else "") + ". Transcripts:", file=sys.stderr)
+        for path in runner.writer.all_paths.values():
             print(f"  {path}", file=sys.stderr)
+        if not runner.writer.all_paths:
+            print("  none: nothing was said", file=sys.stderr)
     finally:
         server.stop()
-        if stage is not None:
-            stage.close()
+        if host is not None:
+            host.close()
+    return 0
+
+
+def _source(config: Config) -> str | None:
+    return None if config.asr.language == "auto" else config.asr.language
+
+
+def room_names(config: Config, rooms: str | None) -> list[str]:
+    """The rooms to open: --rooms a,b (each checked), else the config's [rooms.NAME] tables."""
+    from .protocol import check_room_name
+
+    if rooms is not None:
+        names = [n.strip() for n in rooms.split(",") if n.strip()]
+        for n in names:
+            check_room_name(n)
+        if len(set(names)) != len(names):
+            raise ConfigError(f"--rooms names a room twice: {rooms}")
+    else:
+        names = list(config.rooms)
+    if not names:
+        raise ConfigError(f"no rooms to serve: give --rooms hall,forum or add [rooms.NAME] tables to "
+                          f"{config.source}")
+    return names
+
+
+def cmd_serve(config: Config, rooms: str | None) -> int:
+    """Many rooms on one port, one model: the venue."""
+    import threading
+
+    from .host import CapacityError
+    from .server import Server
+    from .venue import Venue
+
+    names = room_names(config, rooms)
+    room_configs = [config.for_room(n) for n in names]
+    server = Server(config.server, live=True).start()
+    venue = Venue(None, server, config)
+    host = None
+    stopped = threading.Event()
+    try:
+        runners = [venue.declare(n, c) for n, c in zip(names, room_configs)]
+        base = server.page_urls(names[0])
+        lines = [f"Serving {len(names)} room(s) on {', '.join(u + '/' for u in server.base_urls())}",
+                 f"  venue page:  {base['venue']}",
+                 f"  venue token: {server.token}  (operator: {base['venue']}#token={server.token})"]
+        for r in runners:
+            urls = server.page_urls(r.name)
+            lines += [f"  room {r.name} ({r.link.title}): screens {urls['overlay']}  phones {urls['live']}",
+                      f"      console {urls['console']}  token {r.link.token}"]
+            if r.remote:
+                lines.append(f"      audio: subtitler send --mic --server {urls['audio']} --room {r.name} "
+                             f"--token {r.link.token}")
+        print("\n".join(lines), file=sys.stderr, flush=True)
+        host = venue.host = _load_host(config, room_configs)
+        if len(names) > host.max_rooms:
+            why = (f"one final decode pass takes {host.final_decode_s:.2f} s on {host.asr.device}"
+                   if host.capacity_measured else "server.max_rooms")
+            if not host.capacity_measured:
+                raise CapacityError(f"{len(names)} rooms asked for, but server.max_rooms = {host.max_rooms}: "
+                                    f"serve fewer rooms, or raise server.max_rooms")
+            print(f"warning: {len(names)} rooms, more than the {host.max_rooms} this host is estimated to "
+                  f"caption in real time ({why}); partials will thin out and captions may lag when all "
+                  f"rooms speak at once. No more rooms can be opened at run time.", file=sys.stderr, flush=True)
+        for r in runners:
+            venue.prepare(r)
+        server.set_venue(venue)
+        server.set_host_metrics(host.metrics_text)
+        for r in runners:
+            r.start()
+        _interruptible(stopped.set, stopped.is_set)
+        print(f"Captioning {', '.join(names)}. Transcripts go to {venue.out_dir}/NAME/<date_time>/. "
+              f"Ctrl-C stops.", file=sys.stderr, flush=True)
+        while not stopped.wait(0.5):
+            pass
+        venue.stop()
+        print("\nStopped. Transcripts:", file=sys.stderr)
+        for r in list(venue.runners.values()):
+            for result in r.results:
+                print(f"  {r.name}: {result.finals} captions from {result.audio_seconds:.1f} s of audio",
+                      file=sys.stderr)
+            if r.writer is not None and r.writer.folder is not None:
+                print(f"  {r.name}: {r.writer.folder}/", file=sys.stderr)
+    finally:
+        venue.stop()
+        server.stop()
+        if host is not None:
+            host.close()
     return 0
 
 
@@ -360,7 +449,7 @@ def cmd_send(args) -> int:
     token = args.token if args.token is not None else os.environ.get("SUBTITLER_TOKEN", "")
     try:
         if not token:
-            raise SendError("a token is needed: --token T (printed by `subtitler run`) or the "
+            raise SendError("a token is needed: --token T (printed by `subtitler run` / `serve`) or the "
                             "SUBTITLER_TOKEN environment variable", 2)
         url = server_url(args.server)
         if args.mic is not None:
@@ -369,7 +458,13 @@ def cmd_send(args) -> int:
             source = MicrophoneSource(args.mic)
         else:
             source = FileSource(args.file, realtime=args.realtime)
-        return send_audio(source, url, token)
+        if args.room is not None:
+            from .protocol import check_room_name
+            try:
+                check_room_name(args.room)
+            except ValueError as e:
+                raise SendError(f"--room: {e}", 2) from None
+        return send_audio(source, url, token, room=args.room)
     except SendError as e:
         print(f"subtitler: error: {e}", file=sys.stderr)
         return e.exit_code
@@ -378,12 +473,12 @@ def cmd_send(args) -> int:
 def cmd_transcribe(config: Config, path: Path) -> int:
     from tqdm import tqdm
 
-    from .engine import Session
+    from .room import Room
     from .transcripts import TranscriptWriter
 
     source = FileSource(path)
-    asr = _load(config)
-    stage = _load_translation(config, asr)
+    host = _load_host(config, [])
+    stage = host.stage_for(config)
     out = Path(config.output.dir)
     writer = TranscriptWriter(out, config.output.formats, config.output.max_line_chars,
                               config.output.max_lines, basename=path.stem, languages=config.translate.targets)
@@ -394,18 +489,17 @@ def cmd_transcribe(config: Config, path: Path) -> int:
         bar.n = min(round(stats.audio_seconds, 1), bar.total or stats.audio_seconds)
         bar.refresh()
 
-    session = Session(asr, source, [writer], config, on_stats=progress, translation=stage)
-    _interruptible(session)
+    room = Room(host, "transcribe", source, [writer], config, on_stats=progress, translation=stage)
+    _interruptible(source.stop, source._stop.is_set)
     try:
-        result = session.run()
+        result = room.run()
     finally:
         writer.close()
-        if stage is not None:
-            stage.close()
+        host.close()
     bar.n = bar.total
     bar.close()
     print(f"{result.finals} captions from {result.audio_seconds:.1f} s of audio" +
-          (f", translated into {', '.join(config.translate.targets)} ({session.translation_errors} "
+          (f", translated into {', '.join(config.translate.targets)} ({room.translation_errors} "
            f"translations missing)" if stage is not None else "") + ":", file=sys.stderr)
     for p in writer.all_paths.values():
         print(f"  {p}")

@@ -1,77 +1,34 @@
-"""The room's seq'd event log and the wire format of its messages (docs/protocol.md).
+"""The room's seq'd event log and what a screen may see of it (docs/protocol.md).
 
-Pure: no sockets, no asyncio. ``hub.Hub`` keeps one ``EventLog`` and turns clients' text
-frames into messages with ``parse_message``; what a client may see of an ``Event`` is its
-``wire`` form, serialised once per language selection.
+Pure: no sockets, no asyncio. ``channel.Channel`` keeps one ``EventLog`` per room; what a
+client may see of an ``Event`` is its ``wire`` form, serialised once per language selection.
+Language selections are compared in ``langcodes.canonical`` form: a screen that asked for
+``zh_Hant`` gets the ``zh-Hant`` translation.
 """
 
 from __future__ import annotations
 
-import json
-import re
 from collections import OrderedDict
 from typing import Any
 
+from .langcodes import canonical, is_language_code
+from .protocol import ProtocolError, dumps
+
 MAX_LANGS = 16
-LANG_RE = re.compile(r"\*|source|[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{1,8}){0,2}")
-
-
-class ProtocolError(Exception):
-    """A client's message is wrong: answered with one ``error`` event, never a crash."""
-
-    def __init__(self, code: str, message: str):
-        super().__init__(message)
-        self.code, self.message = code, message
-
-
-def text_frame(data: bytes) -> bytes:
-    """One unmasked, unfragmented WebSocket text frame (RFC 6455 §5.2), as a server sends it."""
-    n = len(data)
-    if n < 126:
-        return bytes((0x81, n)) + data
-    if n < 1 << 16:
-        return bytes((0x81, 126)) + n.to_bytes(2, "big") + data
-    return bytes((0x81, 127)) + n.to_bytes(8, "big") + data
-
-
-def dumps(obj: dict) -> bytes:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
-
-
-def parse_message(message: str | bytes) -> dict:
-    """A client's text frame → a JSON object with a string ``type``, or ProtocolError."""
-    if not isinstance(message, str):
-        raise ProtocolError("bad_message", "binary frames are only accepted on /ws/audio after auth; "
-                                           "send JSON text messages")
-    try:
-        obj = json.loads(message)
-    except (ValueError, RecursionError) as e:  # RecursionError: "[[[[…" nested past the C stack
-        raise ProtocolError("bad_json", f"not valid JSON: {str(e)[:100]}") from None
-    if not isinstance(obj, dict) or not isinstance(obj.get("type"), str):
-        raise ProtocolError("bad_message", 'expected a JSON object with a string "type"')
-    return obj
-
-
-def _int_field(obj: dict, key: str, default: int) -> int:
-    value = obj.get(key, default)
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ProtocolError("bad_message", f'"{key}" must be a whole number ≥ 0')
-    return value
+SELECTORS = ("*", "source")  # besides language codes: every language; whatever was spoken
 
 
 def normalize_langs(value: Any) -> frozenset[str] | None:
-    """A hello's ``langs`` → the set of translation languages to send; None = all of them."""
+    """A hello's ``langs`` → the canonical codes of the translations to send; None = all of them."""
     if value is None:
         return None
     if not isinstance(value, list) or not value or len(value) > MAX_LANGS or \
-            not all(isinstance(v, str) and LANG_RE.fullmatch(v) for v in value):
+            not all(v in SELECTORS or is_language_code(v) for v in value):
         raise ProtocolError("bad_langs", f'"langs" must be a list of 1 to {MAX_LANGS} language codes '
                                          f'(e.g. ["zh", "en"]), "source" or "*"')
     if "*" in value:
         return None
-    return frozenset(value)
+    return frozenset(canonical(v) for v in value)
 
 
 # -- the event log -----------------------------------------------------------------------------
@@ -79,14 +36,15 @@ def normalize_langs(value: Any) -> frozenset[str] | None:
 class Event:
     """One numbered event; its wire form is cached per language selection."""
 
-    __slots__ = ("seq", "type", "id", "kind", "lang", "payload", "_wire")
+    __slots__ = ("seq", "type", "id", "kind", "lang", "payload", "_wire")  # lang: canonical
 
     def __init__(self, seq: int, payload: dict):
         self.seq, self.payload = seq, payload
         self.type = payload["type"]
         self.id = payload.get("id")
         self.kind = payload.get("kind")
-        self.lang = payload.get("lang")
+        lang = payload.get("lang")
+        self.lang = canonical(lang) if isinstance(lang, str) else None
         self._wire: dict = {}
 
     def visible_to(self, langs: frozenset[str] | None) -> bool:
@@ -99,7 +57,8 @@ class Event:
         if data is None:
             payload = self.payload
             if translations and langs is not None:
-                payload = dict(payload, translations={k: v for k, v in translations.items() if k in langs})
+                payload = dict(payload, translations={k: v for k, v in translations.items()
+                                                      if canonical(k) in langs})
             if history:
                 payload = dict(payload, history=True)
             data = self._wire[key] = dumps(payload)

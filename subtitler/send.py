@@ -1,4 +1,5 @@
-"""`subtitler send`: stream a recording or this machine's microphone to a server's /ws/audio.
+"""`subtitler send`: stream a recording or this machine's microphone to a room's /ws/audio
+(``/rooms/NAME/ws/audio`` with ``room``; the server's default room without).
 
 The audio source (``audio.FileSource`` / ``audio.MicrophoneSource``, already 16 kHz mono int16)
 is read on its own thread into a bounded buffer; the asyncio side sends each block as one binary
@@ -25,12 +26,14 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 
 from .audio import AudioSource
 from .captions import SAMPLE_RATE
+from .protocol import (AUDIO, BAD_FORMAT, BUSY, CLOSE_GOING_AWAY, CLOSE_POLICY, CLOSE_UNSUPPORTED, ENDED,
+                       NO_REMOTE_INPUT, UNAUTHORIZED, audio_auth, check_room_name, room_path)
 
 BUFFER_BLOCKS = 500  # ~10 s of 20 ms blocks kept while the connection is down
 RECONNECT_FOR = 60.0  # give up after this long without a connection
 REPLY_TIMEOUT = 10.0  # for the answer to auth
 END_TIMEOUT = 300.0  # the server decodes what is left before it confirms the end
-FATAL = {"unauthorized": 2, "bad_format": 2, "no_remote_input": 2, "ended": 1}  # error code → exit status
+FATAL = {UNAUTHORIZED: 2, BAD_FORMAT: 2, NO_REMOTE_INPUT: 2, ENDED: 1}  # error code → exit status
 
 
 class SendError(Exception):
@@ -47,8 +50,9 @@ class _Refused(Exception):
         self.code = code
 
 
-def server_url(text: str) -> str:
-    """``ws://HOST:PORT`` (or ``HOST:PORT``, ``http://…``) → the server's /ws/audio address."""
+def server_url(text: str, room: str | None = None) -> str:
+    """``ws://HOST:PORT`` (or ``HOST:PORT``, ``http://…``) → the audio address: the room's
+    ``/rooms/ROOM/ws/audio`` with ``room``, else the default room's /ws/audio."""
     raw = text.strip()
     if "://" not in raw:
         raw = "ws://" + raw
@@ -60,19 +64,29 @@ def server_url(text: str) -> str:
         port, scheme = None, None
     if scheme is None or not parts.hostname:
         raise SendError(f"--server {text!r}: write it as ws://HOST:PORT, e.g. ws://192.168.1.20:8765", 2)
-    path = parts.path if parts.path not in ("", "/") else "/ws/audio"
+    path = parts.path if parts.path not in ("", "/") else AUDIO
+    if room is not None:
+        try:
+            check_room_name(room)
+        except ValueError as e:
+            raise SendError(f"--room: {e}", 2) from None
+        if path not in (AUDIO, room_path(room, AUDIO)):
+            raise SendError(f"--server {text!r} names a path and --room names a room: give the server as "
+                            f"ws://HOST:PORT and the room with --room", 2)
+        path = room_path(room, AUDIO)
     host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
     return urllib.parse.urlunsplit((scheme, f"{host}:{port}" if port else host, path, parts.query, ""))
 
 
-def send_audio(source: AudioSource, url: str, token: str, out: TextIO = sys.stderr) -> int:
-    """Stream ``source`` to ``url`` until it ends (or Ctrl-C); 0 once the server confirmed the end."""
-    return asyncio.run(_Sender(source, url, token, out).run())
+def send_audio(source: AudioSource, url: str, token: str, out: TextIO = sys.stderr, room: str | None = None) -> int:
+    """Stream ``source`` to the server at ``url`` (to room ``room``, else its default room) until
+    it ends (or Ctrl-C); 0 once the server confirmed the end. SendError says what went wrong."""
+    return asyncio.run(_Sender(source, server_url(url, room), token, out, room).run())
 
 
 class _Sender:
-    def __init__(self, source: AudioSource, url: str, token: str, out: TextIO):
-        self.source, self.url, self.token, self.out = source, url, token, out
+    def __init__(self, source: AudioSource, url: str, token: str, out: TextIO, room: str | None = None):
+        self.source, self.url, self.token, self.out, self.room = source, url, token, out, room
         self.sent_samples = 0
         self.stopping = False
         self.pending = None  # a block (or _END) taken from the buffer and not yet known to be sent
@@ -154,27 +168,27 @@ class _Sender:
                     await self._pump(ws)
                     return
             except _Refused as e:
-                if e.code == "busy" and connected_once:  # our own old connection may linger a moment
+                if e.code == BUSY and connected_once:  # our own old connection may linger a moment
                     problem = str(e)
                 else:
                     raise SendError(f"the server refused the stream: {e}", FATAL.get(e.code, 1)) from None
             except InvalidStatus as e:
-                status = e.response.status_code
-                raise SendError(f"{self.url} is not a subtitler audio endpoint (HTTP {status}); give the "
-                                f"address `subtitler run` printed, e.g. ws://HOST:8765", 2) from None
+                raise SendError(self._refused_at_handshake(e.response), 2) from None
             except InvalidURI as e:
                 raise SendError(f"bad server address {self.url}: {e}", 2) from None
             except ConnectionClosed as e:
                 code = e.rcvd.code if e.rcvd else None
-                if code == 1001:
-                    raise SendError("the server ended the session before the end of the stream", 1) from None
-                if code in (1003, 1008):
+                if code == CLOSE_GOING_AWAY:
+                    what = "room was closed" if e.rcvd.reason == "room closed" else "server ended the session"
+                    raise SendError(f"the {what} before the end of the stream", 1) from None
+                if code in (CLOSE_UNSUPPORTED, CLOSE_POLICY):
                     raise SendError(f"the server closed the stream: {e.rcvd.reason}", 2) from None
                 problem = f"connection lost ({e})"
             except (OSError, InvalidHandshake, TimeoutError) as e:
                 if not connected_once:
                     raise SendError(f"cannot reach {self.url}: {e or type(e).__name__}; is "
-                                    f"`subtitler run --input remote` running there?", 1) from None
+                                    f"`subtitler run --input remote` or `subtitler serve` running there?",
+                                    1) from None
                 problem = f"cannot reach the server ({e or type(e).__name__})"
             # Connection down: retry with back-off while the source keeps filling the buffer.
             now = time.monotonic()
@@ -188,9 +202,18 @@ class _Sender:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
 
+    def _refused_at_handshake(self, response) -> str:
+        """Why the server would not open the WebSocket: a 404 names the rooms it has."""
+        status = response.status_code
+        body = bytes(response.body or b"").decode("utf-8", "replace").strip()[:300]
+        if status == 404 and body:
+            hint = "" if self.room else "; choose one with --room NAME"
+            return f"{self.url}: {body}{hint}"
+        return (f"{self.url} is not a subtitler audio endpoint (HTTP {status}); give the address "
+                f"`subtitler run` or `subtitler serve` printed, e.g. ws://HOST:8765 (and --room NAME)")
+
     async def _auth(self, ws) -> None:
-        await ws.send(json.dumps({"type": "auth", "token": self.token, "sample_rate": SAMPLE_RATE,
-                                  "channels": 1, "format": "s16le", "realtime": bool(self.source.realtime)}))
+        await ws.send(json.dumps(audio_auth(self.token, self.source.realtime)))
         async with asyncio.timeout(REPLY_TIMEOUT):
             reply = _parse(await ws.recv())
         if reply.get("type") == "error":

@@ -1,132 +1,60 @@
-"""The room server: one port for the caption pages, three WebSocket endpoints, /healthz, /metrics.
+"""The venue's server: one port for every room's pages and sockets, the venue page, /api/venue,
+/healthz and /metrics.
 
-This is the process edge: the thread and asyncio loop, the listening socket, HTTP (pages from
-web/, /healthz, /metrics, /api/session, /transcripts/), the room's URLs and the engine's sink.
-The protocol itself (event log, clients, fan-out, endpoints) is ``hub.Hub``; the names other
-modules and the tests import from here are re-exported below.
+This is the process edge: the thread and asyncio loop, the listening socket, HTTP routing
+and the rooms. A room (``roomlink.RoomLink``) answers under ``/rooms/NAME/…``; the default
+room (``subtitler run``'s one room) also on the bare single-room paths (``/ws/view``,
+``/overlay.html`` …), so a v1 screen keeps working. The sockets' protocol is
+``endpoints`` (handlers, tokens), ``channel`` (fan-out), ``ingest`` (audio); docs/protocol.md
+describes it.
 
-Threads: the engine publishes captions from its own threads; ``ServerSink`` hands each one
-to the server's asyncio loop with ``call_soon_threadsafe`` and returns at once, so the
-pipeline never waits on a screen. The hub lives in that one loop thread and needs no locks.
-``Server`` runs the loop in a background thread, so ``Session.run()`` can block the main
-thread, which keeps handling Ctrl-C.
+Threads: the engine publishes captions from its own threads; each RoomLink hands them to
+the server's loop with ``call_soon_threadsafe`` and returns at once, so a pipeline never
+waits on a screen. Rooms' state lives in that one loop thread and needs no locks; the
+``rooms`` mapping is replaced (never changed in place) under a lock, so the loop reads it
+freely.
 """
 
 from __future__ import annotations
 
 import asyncio
-import http
 import ipaddress
 import logging
-import mimetypes
 import secrets
 import socket
-import sys
 import threading
 import time
 import urllib.parse
-from datetime import datetime
-from email.utils import formatdate
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Coroutine, Iterable
 
 from websockets.asyncio.server import ServerConnection, serve
-from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
-from .captions import Caption, SessionStats
+from .channel import CLOSE_TIMEOUT, WRITE_HIGH, Fanout, close_ws
 from .config import ServerConfig
-from .eventlog import dumps
-from .hub import (AUDIO, CLOSE_GOING_AWAY, CLOSE_TIMEOUT, CONTROL, PROTOCOL_VERSION, VIEW, WRITE_HIGH,
-                  Controls, Hub, Ingest, close_ws)
+from .endpoints import VenueControls, guarded, serve_room, serve_venue
+from .ingest import Ingest
+from .langcodes import is_language_code
+from .metrics import RoomMetrics, render
+from .pages import (WEB_DIR, file_response, http_response, index_page, json_response, qr_response, redirect,
+                    request_host, same_origin, static_file, text_response, transcript_list, transcript_response)
+from .protocol import (AUDIO, CLOSE_GOING_AWAY, CONTROL, PROTOCOL_VERSION, ROOM_ENDPOINTS, STATUS_INTERVAL, VENUE,
+                       VIEW, check_room_name, room_path, split_room_path)
+from .roomlink import Controls, RoomLink
 
 log = logging.getLogger("subtitler.server")
 
-# The pages: web/ beside the package in a checkout (editable install), else where a regular
-# install put them (pyproject's data-files).
-WEB_DIR = next((d for d in (Path(__file__).resolve().parent.parent / "web",
-                            Path(sys.prefix) / "share" / "subtitler" / "web") if d.is_dir()),
-               Path(__file__).resolve().parent.parent / "web")
+# The single-room paths of `subtitler run`: they serve the default room.
+LEGACY_PATHS = frozenset((VIEW, CONTROL, AUDIO, "/api/session", "/overlay.html", "/console.html", "/live.html",
+                          "/qr.svg"))
+ROOM_DRAIN = 1.0  # seconds a closing room's queued captions get before its clients are closed
 
-TRANSCRIPT_TYPES = {".srt": "text/plain; charset=utf-8", ".vtt": "text/vtt; charset=utf-8",
-                    ".txt": "text/plain; charset=utf-8", ".jsonl": "application/x-ndjson; charset=utf-8"}
-STATUS_INTERVAL = 1.0  # the heartbeat: a screen that hears nothing for 5 s reconnects
+__all__ = ["PROTOCOL_VERSION", "RoomLink", "Server", "ServerError", "WEB_DIR"]
 
 
 class ServerError(RuntimeError):
     """The server cannot start (port taken, address not on this machine); says what to do."""
-
-
-# -- HTTP: pages, /healthz, /metrics, and who may open which WebSocket ---------------------------
-
-CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
-                 ".mjs": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",
-                 ".json": "application/json", ".svg": "image/svg+xml", ".txt": "text/plain; charset=utf-8",
-                 ".woff2": "font/woff2", ".png": "image/png", ".ico": "image/x-icon"}
-
-INDEX_HTML = """<!doctype html>
-<html lang="en"><meta charset="utf-8"><title>subtitler</title>
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<style>body{{font:18px/1.5 system-ui,sans-serif;margin:3em auto;max-width:40em;padding:0 1em}}</style>
-<h1>subtitler</h1>
-<ul>
-<li><a href="overlay.html">overlay.html</a>: the captions, for the room's screens</li>
-<li><a href="console.html">console.html</a>: the operator's console (needs the token)</li>
-<li><a href="healthz">healthz</a>, <a href="metrics">metrics</a></li>
-</ul>
-<p>Session {session}, protocol v{protocol}.</p>
-</html>
-"""
-
-
-def http_response(status: int, body: bytes, content_type: str, extra: Iterable[tuple[str, str]] = ()) -> Response:
-    st = http.HTTPStatus(status)
-    headers = Headers([("Date", formatdate(usegmt=True)), ("Connection", "close"),
-                       ("Content-Length", str(len(body))), ("Content-Type", content_type),
-                       ("Cache-Control", "no-cache"), ("X-Content-Type-Options", "nosniff"), *extra])
-    return Response(st.value, st.phrase, headers, body)
-
-
-def text_response(status: int, text: str) -> Response:
-    return http_response(status, text.encode(), "text/plain; charset=utf-8")
-
-
-def static_file(web_dir: Path, url_path: str) -> Path | None:
-    """The file under ``web_dir`` that ``url_path`` names, or None; never anything outside it."""
-    path = urllib.parse.unquote(url_path.partition("?")[0].partition("#")[0])
-    if "\x00" in path or "\\" in path or not path.startswith("/"):
-        return None
-    parts = [p for p in path.split("/") if p]
-    if any(p.startswith(".") for p in parts):  # "..", ".", and hidden files
-        return None
-    try:
-        root = web_dir.resolve(strict=True)
-        target = root.joinpath(*parts).resolve(strict=True)  # follows links, then checks where they led
-    except (OSError, RuntimeError, ValueError):
-        return None
-    if not target.is_relative_to(root) or not target.is_file():
-        return None
-    return target
-
-
-def same_origin(request: Request) -> bool:
-    """A browser's Origin must be this server's own address (a page served from here)."""
-    origin = request.headers.get("Origin")
-    if origin is None:
-        return True  # not a browser (subtitler send, scripts): the token still guards it
-    try:
-        parsed = urllib.parse.urlsplit(origin)
-    except ValueError:
-        return False
-    host = request.headers.get("Host", "")
-    return parsed.scheme in ("http", "https") and bool(parsed.netloc) and \
-        parsed.netloc.lower() == host.lower()
-
-
-# -- the server in its own thread ----------------------------------------------------------------
-
-def new_session_id() -> str:
-    return datetime.now().strftime("%Y-%m-%d_%H-%M-%S") + "-" + secrets.token_hex(2)
 
 
 def _url_host(host: str) -> str:
@@ -134,33 +62,40 @@ def _url_host(host: str) -> str:
 
 
 class Server:
-    """The room server running in a background thread with its own asyncio loop.
+    """The venue's server running in a background thread with its own asyncio loop.
 
     ``start()`` binds (raising ``ServerError`` with a clear message if it cannot) and returns;
-    ``sink`` is the engine sink; ``attach()`` connects the session (controls, stats) and, for
-    ``--input remote``, the ``PushSource``; ``stop()`` lets queued captions drain, closes
-    every client with 1001 and joins the thread.
+    ``add_room()`` gives a room its URLs and returns its ``RoomLink`` (before or after
+    ``start``); ``stop()`` lets queued captions drain, closes every client with 1001 and joins
+    the thread. ``token`` is the venue token: it opens every room's console and audio, and
+    /ws/venue.
     """
 
-    def __init__(self, config: ServerConfig, *, web_dir: Path | None = None, session_id: str | None = None,
-                 live: bool = True, languages: Iterable[str] = ()):
+    def __init__(self, config: ServerConfig, *, web_dir: Path | None = None, live: bool = True,
+                 languages: Iterable[str] = ()):
         self.config = config
         self.token = config.token or secrets.token_urlsafe(16)
-        self.session_id = session_id or new_session_id()
         self.web_dir = Path(web_dir) if web_dir is not None else WEB_DIR
-        # 'srt' → file, 'es.srt' → a translation's file: served under /transcripts/
-        self.transcripts: dict[str, Path] = {}
         self.live = live
-        self._languages = list(languages)
-        self.hub: Hub | None = None
+        self.rooms: dict[str, RoomLink] = {}  # replaced, never changed in place (read by the loop)
+        self.default_room: RoomLink | None = None
+        self.venue_controls: VenueControls | None = None
+        self.operators = Fanout(RoomMetrics(), client_queue=config.client_queue,
+                                client_timeout_s=config.client_timeout_s, roles=("operator",))
+        self.started = time.monotonic()
         self.loop: asyncio.AbstractEventLoop | None = None
         self.port = config.port
+        self._legacy_languages = list(languages)
+        self._host_metrics: Callable[[], str] | None = None
+        self._capacity: dict | None = None
+        self._capacity_task: asyncio.Future | None = None
+        self._lock = threading.Lock()
+        self._pending: list[tuple[Callable, tuple]] = []  # calls made before the loop ran
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
         self._stop: asyncio.Event | None = None
         self._drain = 2.0
-        self.sink = ServerSink(self)
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self, timeout: float = 30.0) -> "Server":
@@ -183,13 +118,11 @@ class Server:
                 log.exception("the server stopped with an error")
 
     async def _main(self) -> None:
-        self.loop = asyncio.get_running_loop()
+        loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        hub = self.hub = Hub(self.config, self.token, self.session_id, live=self.live,
-                             languages=self._languages)
         host = self.config.host
         try:
-            ws_server = await serve(hub.handle, host, self.config.port, process_request=self._http,
+            ws_server = await serve(self._handle, host, self.config.port, process_request=self._http,
                                     compression=None,  # per-client deflate would cost more than it saves
                                     max_size=self.config.max_message_bytes, close_timeout=CLOSE_TIMEOUT,
                                     write_limit=WRITE_HIGH, backlog=2048, logger=log)
@@ -198,12 +131,16 @@ class Server:
             self._ready.set()
             return
         self.port = ws_server.sockets[0].getsockname()[1]
+        with self._lock:
+            self.loop, pending, self._pending = loop, self._pending, []
+        for fn, args in pending:
+            self._guarded(fn, args)
         self._ready.set()
-        heartbeat = asyncio.ensure_future(self._heartbeat(hub))
+        heartbeat = asyncio.ensure_future(self._heartbeat())
         await self._stop.wait()
         heartbeat.cancel()
         ws_server.close(close_connections=False)  # no new connections while the last captions go out
-        await hub.shutdown(self._drain)
+        await asyncio.gather(*(link.channel.drain(self._drain) for link in self.rooms.values()))
         await asyncio.gather(*(close_ws(ws, CLOSE_GOING_AWAY, "session ended")
                                for ws in list(ws_server.connections)))
         try:
@@ -212,11 +149,15 @@ class Server:
         except TimeoutError:
             pass
 
-    async def _heartbeat(self, hub: Hub) -> None:
+    async def _heartbeat(self) -> None:
         while True:
             await asyncio.sleep(STATUS_INTERVAL)
             try:
-                hub.broadcast_status()
+                for link in self.rooms.values():
+                    link.broadcast_status()
+                self._refresh_capacity()
+                if self.operators.groups["operator"]:
+                    self._push_venue()
             except Exception:
                 log.exception("status broadcast failed")
 
@@ -233,10 +174,13 @@ class Server:
 
     # -- called from other threads ----------------------------------------------------------
     def call(self, fn: Callable, *args) -> None:
-        """Run ``fn(*args)`` in the server's loop; never blocks; a stopped server ignores it."""
-        loop = self.loop
-        if loop is None:
-            return
+        """Run ``fn(*args)`` in the server's loop; never blocks. Before ``start`` it waits for
+        the loop; a stopped server ignores it."""
+        with self._lock:
+            loop = self.loop
+            if loop is None:
+                self._pending.append((fn, args))
+                return
         try:
             loop.call_soon_threadsafe(self._guarded, fn, args)
         except RuntimeError:  # loop closed: the session outlived the server
@@ -249,169 +193,304 @@ class Server:
         except Exception:
             log.exception("server callback %s failed", getattr(fn, "__name__", fn))
 
-    def attach(self, controls: Controls, *, source_languages: Iterable[str] = ()) -> None:
-        """Connect the session: console commands, stats, and the languages it can be set to."""
-        langs = list(source_languages)
-
-        def apply() -> None:
-            self.hub.controls, self.hub.source_languages = controls, langs
-        self.call(apply)
-
-    def publish_files(self, paths: dict[str, Path]) -> None:
-        """The session's transcript files for the console's links: format → path, and
-        'LANG.format' → path for a translation's files (``TranscriptWriter.all_paths``)."""
-        self.transcripts = dict(paths)
-
-    def attach_ingest(self, ingest: Ingest, queue_seconds: float = 10.0) -> None:
-        """/ws/audio feeds ``ingest`` (a PushSource). A sender that connects before ``attach``
-        is held back (not refused) until the session runs."""
-        def apply() -> None:
-            self.hub.ingest, self.hub.queue_seconds = ingest, queue_seconds
-        self.call(apply)
-
-    def update_stats(self, stats: SessionStats) -> None:
-        self.call(self.hub.set_stats, stats)
-
-    def clear(self) -> None:
-        self.call(self.hub.clear)
-
-    def finish_ingest(self, timeout: float = 5.0) -> None:
-        """The session has finished the remote stream and flushed: answer the sender's ``end``."""
+    def run_blocking(self, coro: Coroutine, timeout: float) -> None:
+        """Run ``coro`` in the loop and wait for it (≤ ``timeout``); nothing to do when the
+        server is not running. Never from the loop's own thread."""
         loop = self.loop
-        if loop is None or not self._thread.is_alive():
+        if loop is None or self._thread is None or not self._thread.is_alive():
+            coro.close()
+            return
+        if threading.current_thread() is self._thread:
+            coro.close()
+            raise RuntimeError("run_blocking() from the server's own thread would wait on itself")
+        try:
+            asyncio.run_coroutine_threadsafe(coro, loop).result(timeout)
+        except RuntimeError:  # the loop closed meanwhile
+            coro.close()
+        except TimeoutError:
+            log.warning("%s did not finish in %.0f s", getattr(coro, "__name__", coro), timeout)
+
+    # -- rooms ------------------------------------------------------------------------------
+    def add_room(self, name: str, *, title: str = "", token: str | None = None, languages: Iterable[str] = (),
+                 live: bool = True, default: bool = False) -> RoomLink:
+        """A new room with its URLs (/rooms/NAME/…); thread-safe, before or after ``start``.
+        ``token`` None or '' → a random one. ``default``: the single-room paths serve it too.
+        ValueError for a bad or taken name, or a second default room."""
+        check_room_name(name)
+        with self._lock:
+            if name in self.rooms:
+                raise ValueError(f"a room named '{name}' is already open; choose another name")
+            if default and self.default_room is not None:
+                raise ValueError(f"room '{self.default_room.name}' already serves the single-room paths; "
+                                 f"only one room can be the default")
+            link = RoomLink(name, self.config, self.call, self.run_blocking, title=title, token=token,
+                            languages=languages, live=live, default=default)
+            self.rooms = {**self.rooms, name: link}
+            if default:
+                self.default_room = link
+        self.call(self.venue_changed)
+        return link
+
+    def remove_room(self, name: str, drain: float = ROOM_DRAIN) -> None:
+        """Blocking (≤ a few s): the room's URLs answer 404 from now on; its queued captions get
+        ``drain`` s, then its clients are closed with 1001 "room closed". KeyError if unknown."""
+        with self._lock:
+            link = self.rooms.get(name)
+            if link is None:
+                raise KeyError(f"no room named '{name}'; rooms: {', '.join(self.rooms) or 'none'}")
+            self.rooms = {n: r for n, r in self.rooms.items() if n != name}
+            if self.default_room is link:
+                self.default_room = None
+            link.closed = True
+        self.run_blocking(self._close_room(link, drain), drain + 2 * CLOSE_TIMEOUT + 2)
+
+    async def _close_room(self, link: RoomLink, drain: float) -> None:
+        await link.channel.drain(drain)
+        link.ingest.finish()  # a sender waiting for its end's answer is let go
+        await asyncio.gather(*(close_ws(ws, CLOSE_GOING_AWAY, "room closed") for ws in list(link.connections)))
+        self.venue_changed()
+
+    def set_venue(self, controls: VenueControls) -> None:
+        """/ws/venue's open_room and close_room go to ``controls`` (the host's venue)."""
+        self.venue_controls = controls
+        self.call(self.venue_changed)
+
+    def set_host_metrics(self, fn: Callable[[], str]) -> None:
+        """``fn()`` → Prometheus text appended to /metrics (host-level lines); called in a worker thread."""
+        self._host_metrics = fn
+
+    # -- the venue's state (in the loop) --------------------------------------------------------
+    def venue_status(self) -> dict:
+        """What /api/venue answers and /ws/venue pushes."""
+        now = time.monotonic()
+        rooms = [link.summary(now) for link in self.rooms.values()]
+        capacity = {"rooms": len(rooms), "max_rooms": None, "overloaded": False}
+        if self._capacity is not None and self.venue_controls is not None:
+            capacity.update({k: self._capacity[k] for k in ("rooms", "max_rooms", "overloaded")
+                             if k in self._capacity})
+        return {"protocol": PROTOCOL_VERSION, "rooms": rooms, "capacity": capacity}
+
+    def room_summary(self, name: str) -> dict | None:
+        link = self.rooms.get(name)
+        return link.summary(time.monotonic()) if link is not None else None
+
+    def venue_changed(self) -> None:
+        """A room opened or closed: operators hear it now, and the capacity is asked again."""
+        self._refresh_capacity()
+        self._push_venue()
+
+    def _push_venue(self) -> None:
+        if self.operators.groups["operator"]:
+            self.operators.broadcast({"type": "venue", **self.venue_status()}, ("operator",))
+
+    def _refresh_capacity(self) -> None:
+        """Ask the venue for its capacity in a worker thread (it may measure or take locks)."""
+        controls = self.venue_controls
+        if controls is None or (self._capacity_task is not None and not self._capacity_task.done()):
             return
 
-        async def done() -> None:
-            hub = self.hub
-            hub.finish_ingest()
-            sender = hub.sender
-            if sender is not None and hub.ingest_ended:  # wait until the ok went out, so stop() does not cut it off
-                try:
-                    async with asyncio.timeout(timeout):
-                        await sender.wait_closed()
-                except TimeoutError:
-                    pass
-        try:
-            asyncio.run_coroutine_threadsafe(done(), loop).result(timeout + 1)
-        except Exception:
-            pass
+        async def refresh() -> None:
+            try:
+                self._capacity = await asyncio.to_thread(controls.capacity)
+            except Exception:
+                log.exception("the venue's capacity() failed")
+        self._capacity_task = asyncio.ensure_future(refresh())
 
     # -- addresses --------------------------------------------------------------------------
     def base_urls(self) -> list[str]:
-        """http://HOST:PORT for each address the room can use (LAN addresses for 0.0.0.0)."""
+        """http://HOST:PORT for each address the venue can use (LAN addresses for 0.0.0.0)."""
         host = self.config.host
-        if host in ("0.0.0.0", "::", ""):  # every interface: name the ones the room can reach
+        if host in ("0.0.0.0", "::", ""):  # every interface: name the ones the rooms can reach
             hosts = _local_addresses() + [socket.gethostname()]
         else:
             hosts = [host]
         return [f"http://{_url_host(h)}:{self.port}" for h in hosts]
 
-    def page_urls(self) -> dict[str, str]:
+    def page_urls(self, name: str | None = None) -> dict[str, str]:
+        """A room's addresses: overlay, console (with the room's token), live (phones), venue
+        (the venue page), audio (what `subtitler send --server` takes). The default room keeps
+        its single-room URLs. ``name`` None: the default room."""
+        link = self.rooms[name] if name is not None else self._legacy_room()
         base = self.base_urls()[0]
-        return {"overlay": f"{base}/overlay.html", "console": f"{base}/console.html#token={self.token}",
-                "audio": base.replace("http://", "ws://", 1)}
+        prefix = base if link.default else base + room_path(link.name, "")
+        return {"overlay": f"{prefix}/overlay.html", "console": f"{prefix}/console.html#token={link.token}",
+                "live": f"{prefix}/live.html", "venue": f"{base}/", "audio": base.replace("http://", "ws://", 1)}
 
-    # -- HTTP (runs in the loop) -----------------------------------------------------------
-    def _http(self, connection: ServerConnection, request: Request) -> Response | None:
-        hub = self.hub
-        path = request.path.partition("?")[0]
-        if path in (VIEW, CONTROL, AUDIO):
-            if path != VIEW and not same_origin(request):
-                return text_response(403, "cross-origin WebSocket refused: open the console from this server\n")
-            return None  # go on with the WebSocket handshake
-        if path.startswith("/ws/"):
-            return text_response(404, f"no WebSocket endpoint {path[:80]}; use {VIEW}, {CONTROL} or {AUDIO}\n")
-        if path == "/healthz":
-            return http_response(200, dumps(hub.healthz()), "application/json")
-        if path == "/metrics":
-            return http_response(200, hub.metrics_text().encode(), "text/plain; version=0.0.4; charset=utf-8")
-        if path == "/api/session":
-            files = []
-            for key, p in self.transcripts.items():
-                lang, _, fmt = key.rpartition(".")
-                entry = {"name": p.name, "format": fmt, "url": f"/transcripts/{p.name}"}
-                if lang:
-                    entry["lang"] = lang  # a translation's file
-                files.append(entry)
-            return http_response(200, dumps({"session": self.session_id, "files": files}), "application/json")
-        if path.startswith("/transcripts/"):
-            # only this session's transcript files, by exact name: what the screens show anyway
-            wanted = path[len("/transcripts/"):]
-            match = next((p for p in self.transcripts.values() if p.name == wanted), None)
-            if match is None:
-                return text_response(404, "no such transcript file in this session\n")
-            try:
-                return http_response(200, match.read_bytes(), TRANSCRIPT_TYPES.get(match.suffix, "text/plain; charset=utf-8"))
-            except OSError:
-                return text_response(404, "transcript file not readable\n")
-        target = static_file(self.web_dir, "/index.html" if path == "/" else path)
-        if target is None:
-            if path == "/":
-                body = INDEX_HTML.format(session=self.session_id, protocol=PROTOCOL_VERSION).encode()
-                return http_response(200, body, "text/html; charset=utf-8")
-            return text_response(404, "not found\n")
+    def _public_base(self, request: Request) -> str:
+        """The address a phone would use: a LAN address when serving every interface, else the
+        Host the request came to."""
+        host = request_host(request)
+        if self.config.host in ("0.0.0.0", "::", "") or host is None:
+            return self.base_urls()[0]
+        return f"http://{host}"
+
+    # -- WebSockets (in the loop) ---------------------------------------------------------------
+    def _route(self, path: str) -> tuple[RoomLink | None, str]:
+        """The room a path belongs to and the path within it; (None, path) if none."""
+        name, rest = split_room_path(path)
+        if name is not None:
+            return self.rooms.get(name), rest
+        if path in LEGACY_PATHS or path.startswith("/transcripts/"):
+            return self.default_room, path
+        return None, path
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        path = ws.request.path.partition("?")[0]
+        if path == VENUE:
+            await guarded(ws, serve_venue, self, ws)
+            return
+        link, endpoint = self._route(path)
+        if link is None or link.closed:  # closed between the handshake and now
+            await close_ws(ws, CLOSE_GOING_AWAY, "room closed")
+            return
+        link.connections.add(ws)
         try:
-            body = target.read_bytes()
-        except OSError:
-            return text_response(404, "not found\n")
-        ctype = CONTENT_TYPES.get(target.suffix.lower()) or mimetypes.guess_type(target.name)[0] or \
-            "application/octet-stream"
-        return http_response(200, body, ctype)
+            await serve_room(link, endpoint, ws, self.token)
+        finally:
+            link.connections.discard(ws)
+
+    # -- HTTP (in the loop) ---------------------------------------------------------------------
+    async def _http(self, connection: ServerConnection, request: Request) -> Response | None:
+        path, _, query = request.path.partition("?")
+        name, rest = split_room_path(path)
+        if name is not None:
+            link = self.rooms.get(name)
+            if link is None:
+                return text_response(404, f"no room '{name[:40]}' on this server; rooms: "
+                                          f"{', '.join(sorted(self.rooms)) or 'none'} (GET /api/venue lists them)\n")
+            if rest in ("", "/"):
+                return redirect(room_path(name, "/live.html"))
+            return self._room_http(link, rest, query, request, room_path(name, ""))
+        if path == VENUE:
+            return None if same_origin(request) else _cross_origin()
+        if path == "/healthz":
+            return json_response(self._healthz())
+        if path == "/metrics":
+            return http_response(200, (await self._metrics_text()).encode(), "text/plain; version=0.0.4; charset=utf-8")
+        if path == "/api/venue":
+            return json_response(self.venue_status())
+        if path in LEGACY_PATHS or path.startswith("/transcripts/"):
+            link = self.default_room
+            if link is None:
+                return text_response(404, f"{path[:80]} belongs to a room, and this server has no default "
+                                          f"room: use /rooms/NAME{path[:80]} (rooms: "
+                                          f"{', '.join(sorted(self.rooms)) or 'none'}; the venue page / lists them)\n")
+            return self._room_http(link, path, query, request, "")
+        if path.startswith("/ws/"):
+            return text_response(404, f"no WebSocket endpoint {path[:80]}; use /rooms/NAME/ws/view, "
+                                      f"/rooms/NAME/ws/control, /rooms/NAME/ws/audio or {VENUE}\n")
+        target = static_file(self.web_dir, "/index.html" if path == "/" else path)
+        if target is None and path == "/":
+            return index_page([(r.title, f"{room_path(r.name, '/overlay.html')}", room_path(r.name, "/console.html"))
+                               for r in self.rooms.values()], PROTOCOL_VERSION)
+        return file_response(target)
+
+    def _room_http(self, link: RoomLink, rest: str, query: str, request: Request, prefix: str) -> Response | None:
+        """A room's own paths (``rest``, below ``prefix``: /rooms/NAME, or '' for the default room)."""
+        if rest in ROOM_ENDPOINTS:
+            if rest != VIEW and not same_origin(request):
+                return _cross_origin()
+            return None  # go on with the WebSocket handshake
+        if rest.startswith("/ws/"):
+            return text_response(404, f"no WebSocket endpoint {prefix}{rest[:80]}; use {prefix}{VIEW}, "
+                                      f"{prefix}{CONTROL} or {prefix}{AUDIO}\n")
+        if rest == "/api/session":
+            return json_response({"session": link.session_id, "room": link.name,
+                                  "files": transcript_list(link.transcripts, prefix)})
+        if rest.startswith("/transcripts/"):
+            return transcript_response(link.transcripts, rest[len("/transcripts/"):])
+        if rest == "/qr.svg":
+            lang = urllib.parse.parse_qs(query).get("lang", [""])[-1]
+            if lang and lang != "source" and not is_language_code(lang):
+                return text_response(400, f"lang={lang[:20]!r} is not a language code; use e.g. qr.svg?lang=zh "
+                                          f"(or no lang for the room's own choice)\n")
+            url = self._public_base(request) + room_path(link.name, "/live.html")
+            return qr_response(url + (f"?lang={lang}" if lang else ""))
+        return file_response(static_file(self.web_dir, rest))
+
+    def _healthz(self) -> dict:
+        health = {"status": "ok", "protocol": PROTOCOL_VERSION, "rooms": len(self.rooms),
+                  "uptime": round(time.monotonic() - self.started, 1),
+                  "viewers": sum(len(r.channel.viewers) for r in self.rooms.values())}
+        if self.default_room is not None:
+            health["session"] = self.default_room.session_id
+        return health
+
+    async def _metrics_text(self) -> str:
+        host_text = ""
+        if self._host_metrics is not None:
+            try:  # the host may take its own locks: not in the loop thread
+                host_text = await asyncio.to_thread(self._host_metrics)
+            except Exception:
+                log.exception("the host's metrics failed")
+        return render([r.sample() for r in self.rooms.values()], uptime=time.monotonic() - self.started,
+                      host_text=host_text)
+
+    # -- the single-room calls, before rooms: they act on the default room ------------------------
+    # (kept while callers move to add_room(…, default=True) → RoomLink; a default room named
+    # "main" is made on first use if none was added)
+    def _legacy_room(self) -> RoomLink:
+        if self.default_room is None:
+            try:
+                self.add_room("main", token=self.token, languages=self._legacy_languages, live=self.live,
+                              default=True)
+            except ValueError:  # another thread made it first
+                pass
+        return self.default_room
+
+    @property
+    def sink(self):
+        return self._legacy_room().sink
+
+    @property
+    def hub(self):
+        """The default room's channel (its event log, viewers and metrics)."""
+        return self._legacy_room().channel
+
+    @property
+    def session_id(self) -> str:
+        return self._legacy_room().session_id
+
+    def attach(self, controls: Controls, *, source_languages: Iterable[str] = ()) -> None:
+        self._legacy_room().attach(controls, source_languages=source_languages)
+
+    def attach_ingest(self, ingest: Ingest, queue_seconds: float = 10.0) -> None:
+        self._legacy_room().attach_ingest(ingest, queue_seconds)
+
+    def update_stats(self, stats) -> None:
+        self._legacy_room().update_stats(stats)
+
+    def publish_files(self, paths: dict[str, Path]) -> None:
+        self._legacy_room().publish_files(paths)
+
+    def clear(self) -> None:
+        self._legacy_room().clear()
+
+    def finish_ingest(self, timeout: float = 5.0) -> None:
+        self._legacy_room().finish_ingest(timeout)
 
 
-def _same_language(a: str, b: str) -> bool:
-    return a.replace("_", "-").lower() == b.replace("_", "-").lower()
-
-
-class ServerSink:
-    """The engine's sink for the room: hands each caption to the server's loop and returns.
-
-    A ``kind="translation"`` caption becomes one ``translation`` event per language (each
-    screen gets only the languages it asked for); the spoken language itself is not sent
-    again, since every screen has the caption's own text already."""
-
-    accepts_translations = True
-
-    def __init__(self, server: Server):
-        self.server = server
-
-    def on_caption(self, caption: Caption) -> None:
-        hub = self.server.hub
-        if hub is None:
-            return
-        if caption.is_translation:
-            for lang, text in caption.translations.items():
-                if not _same_language(lang, caption.lang):
-                    self.server.call(hub.publish_translation, caption.id, lang, text)
-            return
-        data = caption.to_dict()
-        data.pop("translation_errors", None)  # for transcripts and logs; screens show what came out
-        self.server.call(hub.publish_caption, data, time.monotonic())
-
-    def on_translation(self, caption_id: int, lang: str, text: str) -> None:
-        """A translation that arrives after its caption was shown."""
-        hub = self.server.hub
-        if hub is not None:
-            self.server.call(hub.publish_translation, caption_id, lang, text)
+def _cross_origin() -> Response:
+    return text_response(403, "cross-origin WebSocket refused: open the console from this server\n")
 
 
 def _bind_error(host: str, port: int, e: OSError) -> str:
     import errno
 
     if e.errno == errno.EADDRINUSE:
-        return (f"cannot serve the room on {host}:{port}: the port is in use (another subtitler?); "
+        return (f"cannot serve on {host}:{port}: the port is in use (another subtitler?); "
                 f"choose another with --port or [server] port (0 = any free port)")
     if e.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT) or isinstance(e, socket.gaierror):
-        return (f"cannot serve the room on {host}:{port}: {e.strerror or e}; --host must be an address "
+        return (f"cannot serve on {host}:{port}: {e.strerror or e}; --host must be an address "
                 f"of this machine: 127.0.0.1 (this machine only) or 0.0.0.0 (every network)")
     if e.errno == errno.EACCES:
-        return (f"cannot serve the room on {host}:{port}: permission denied (ports below 1024 need "
+        return (f"cannot serve on {host}:{port}: permission denied (ports below 1024 need "
                 f"privileges); choose a port above 1024 with --port")
-    return f"cannot serve the room on {host}:{port}: {e}"
+    return f"cannot serve on {host}:{port}: {e}"
 
 
 def _local_addresses() -> list[str]:
-    """This machine's IPv4 addresses other than loopback, as the room's screens would use them."""
+    """This machine's IPv4 addresses other than loopback, as the rooms' screens would use them."""
     found: list[str] = []
 
     def add(addr: str) -> None:

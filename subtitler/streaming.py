@@ -50,6 +50,25 @@ class StreamingOptions:
     # utterance is the one to run, and the result must not depend on thread timing
     context_chars: int = 200  # previous text given as context
 
+    @classmethod
+    def from_config(cls, asr, glossary=None, live: bool = True) -> "StreamingOptions":
+        """The options of one room from its ``[asr]`` section (``config.AsrConfig``): every field
+        of the same name is taken as it is; then the prompt is the initial prompt, the hotwords
+        and the ``glossary``'s terms (so Whisper hears "Chongqing", not "Chung King"), language
+        'auto' is None, and input that is not ``live`` (a file read as fast as it decodes) gets
+        finals only, no skipping and no speculative decodes, so its result does not depend on
+        thread timing."""
+        from dataclasses import fields
+
+        same = {f.name: getattr(asr, f.name) for f in fields(cls) if hasattr(asr, f.name)}
+        hotwords = glossary.hotwords() if glossary is not None else ""
+        prompt = " ".join(p for p in (asr.initial_prompt.strip(), asr.hotwords.strip(), hotwords) if p)
+        options = replace(cls(**same), prompt=prompt,
+                          language=None if asr.language == "auto" else asr.language)
+        if not live:
+            options = replace(options, partial_interval=0.0, max_lag_s=None, speculate=False)
+        return options
+
 
 @dataclass(frozen=True)
 class DecodeJob:
@@ -159,6 +178,21 @@ class StreamingPolicy:
 
     def next_job(self, now: float) -> DecodeJob | None:
         """The decode to run next, or None. Call only when the decoder is idle."""
+        due = self._due(now)
+        return None if due is None else self._job(*due)
+
+    def due(self, now: float) -> str | None:
+        """What ``next_job`` would return, without taking it: "final" (an ended utterance),
+        "pause" (a decode at a pause, which may become the final), "partial", or None. A host
+        with several rooms asks every room this, then takes the job of the one it chooses."""
+        due = self._due(now)
+        if due is None:
+            return None
+        live, final, _ = due
+        return "final" if final else "pause" if live.paused else "partial"
+
+    def _due(self, now: float) -> tuple[_Live, bool, bool] | None:
+        """(utterance, final, hurry) of the decode due now, or None."""
         self._publish_ready(now)
         self._bound_lag(now)
         if self._waiting:
@@ -167,18 +201,18 @@ class StreamingPolicy:
                 return None
             backlog = self.waiting_seconds()
             hurry = self.o.max_lag_s is not None and backlog > self.o.max_lag_s / 2
-            return self._job(head, now, final=True, hurry=hurry)
+            return head, True, hurry
         live = self._current
         if live is None or live.in_flight:
             return None
         covered = live.best is not None and live.best[0] >= live.needed_samples()
         if self.o.speculate and live.paused and not covered and live.samples > live.decoded_samples:
-            return self._job(live, now, final=False)
+            return live, False, False
         if (self.o.partial_interval > 0 and not live.paused
                 and live.samples >= self.o.first_partial_s * SAMPLE_RATE
                 and now - live.last_decode_done >= self.o.partial_interval
                 and live.samples - live.decoded_samples >= self.o.min_new_audio_s * SAMPLE_RATE):
-            return self._job(live, now, final=False)
+            return live, False, False
         return None
 
     def is_stale(self, job: DecodeJob) -> bool:

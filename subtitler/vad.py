@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .captions import SAMPLE_RATE, Utterance
+from .settings import setting
 
 
 @dataclass(frozen=True)
@@ -49,21 +50,30 @@ class SpeechEnd:
 
 @dataclass(frozen=True)
 class VadOptions:
-    frame_ms: int = 30
-    aggressiveness: int = 2
-    start_ms: int = 90
-    pre_roll_ms: int = 300
-    pause_ms: int = 60
-    end_silence_ms: int = 500
-    min_speech_ms: int = 200
-    max_utterance_s: float = 15.0
-    post_roll_ms: int = 200  # trailing silence kept in the utterance audio; Whisper likes a little
+    """The ``[vad]`` section of config.toml: how speech is cut into utterances (webrtcvad).
+
+    Each field's metadata (help, bounds, choices) is what the config validator checks."""
+
+    frame_ms: int = setting(30, "webrtcvad frame length", choices=[10, 20, 30])
+    aggressiveness: int = setting(2, "0 = keeps most audio as speech … 3 = strictest", lo=0, hi=3)
+    start_ms: int = setting(90, "voiced audio (within a 150 ms window) that starts an utterance", lo=10, hi=1000)
+    pre_roll_ms: int = setting(300, "audio kept before the detected start, so the first syllable is not cut",
+                               lo=0, hi=2000)
+    pause_ms: int = setting(60, "trailing silence after which a decode may start speculatively", lo=10, hi=2000)
+    end_silence_ms: int = setting(500, "trailing silence that ends an utterance", lo=100, hi=5000)
+    min_speech_ms: int = setting(200, "utterances with less voiced audio are ignored", lo=0, hi=5000)
+    max_utterance_s: float = setting(15.0, "longer speech is cut at its quietest recent point", lo=2.0, hi=28.0)
+    # Whisper likes a little silence after the last word; capped at end_silence_ms.
+    post_roll_ms: int = setting(200, "trailing silence kept in an utterance's audio (at most end_silence_ms)",
+                                lo=0, hi=2000)
     # webrtcvad keeps ~0.15 s of a word's fading tail as speech; frames this far below the
     # utterance's loudest count as silence instead, so the pause (and the decode that becomes
-    # the final) comes that much sooner. 0 = off. Noise above the gate keeps it inert.
-    tail_db: float = 35.0
+    # the final) comes that much sooner. Noise above the gate keeps it inert.
+    tail_db: float = setting(35.0, "voiced frames this many dB below the utterance's loudest count as silence, "
+                                   "so a fading word ends sooner; 0 = off", lo=0.0, hi=90.0)
 
     def __post_init__(self):
+        # The two the Segmenter cannot run with at all, whoever builds the options.
         if self.frame_ms not in (10, 20, 30):
             raise ValueError("frame_ms must be 10, 20 or 30 (webrtcvad's frame lengths)")
         if not 0 <= self.aggressiveness <= 3:

@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from subtitler.eventlog import EventLog, ProtocolError, normalize_langs, parse_message, text_frame
+from subtitler.eventlog import EventLog, normalize_langs
+from subtitler.protocol import ProtocolError, parse_message, text_frame
 
 
 def test_history_keeps_every_language_of_the_last_finals():
@@ -40,8 +41,10 @@ def test_a_bad_client_message_is_a_protocol_error_never_a_crash(message, code):
 
 def test_language_selections():
     assert normalize_langs(None) is None and normalize_langs(["es", "*"]) is None
-    assert normalize_langs(["zh-Hant", "source"]) == frozenset({"zh-Hant", "source"})
-    for bad in ([], "es", ["es"] * 17, ["<script>"], [3]):
+    # compared as langcodes compares codes: zh_Hant is zh-Hant
+    assert normalize_langs(["zh_Hant", "source"]) == frozenset({"zh-hant", "source"})
+    assert normalize_langs(["pt-BR", "yue", "zho_Hant"]) == frozenset({"pt-br", "yue", "zho-hant"})
+    for bad in ([], "es", ["es"] * 17, ["<script>"], [3], ["e"], ["english-language"], [["es"]]):
         with pytest.raises(ProtocolError, match="language codes"):
             normalize_langs(bad)
 
@@ -54,3 +57,16 @@ def test_text_frames_follow_rfc_6455_lengths(size):
     n = frame[1]
     length = n if n < 126 else int.from_bytes(frame[2:4] if n == 126 else frame[2:10], "big")
     assert length == size and len(frame) == size + {True: 2, False: 4 if n == 126 else 10}[n < 126]
+
+
+def test_a_selection_gets_translations_whatever_the_separator_or_case():
+    """A screen that asked for zh_Hant gets the zh-Hant translation, alone and inside a caption."""
+    log = EventLog(history=5)
+    caption, _ = log.caption({"type": "caption", "id": 1, "kind": "final", "text": "Hi",
+                              "translations": {"zh-Hant": "嗨", "es": "Hola"}})
+    late = log.translation(1, "ZH-hant", "你好")
+    other = log.translation(1, "fr", "Salut")
+    langs = normalize_langs(["zh_Hant"])
+    assert json.loads(caption.wire(langs))["translations"] == {"zh-Hant": "嗨"}
+    assert late.visible_to(langs) and not other.visible_to(langs)
+    assert json.loads(caption.wire(None))["translations"] == {"zh-Hant": "嗨", "es": "Hola"}

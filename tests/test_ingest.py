@@ -195,10 +195,11 @@ def test_send_realtime_into_run_remote_reaches_viewer_and_files(stream, tmp_path
         finish(run, sent, viewer, stream)
         scraper.join(10)
         text = metrics.get("text", "")
-        assert re.search(r'^subtitler_captions_total\{kind="final"\} [1-9]', text, re.M), text
-        assert re.search(r"^subtitler_final_latency_seconds_count [1-9]", text, re.M), text
-        assert re.search(r"^subtitler_audio_received_seconds_total [1-9]", text, re.M), text
-        assert re.search(r"^subtitler_viewers 1$", text, re.M), text
+        room = r'\{room="[a-z0-9_-]+"'  # every per-room metric is labelled with its room
+        assert re.search(rf'^subtitler_captions_total{room},kind="final"\}} [1-9]', text, re.M), text
+        assert re.search(rf"^subtitler_final_latency_seconds_count{room}\}} [1-9]", text, re.M), text
+        assert re.search(rf"^subtitler_audio_received_seconds_total{room}\}} [1-9]", text, re.M), text
+        assert re.search(rf"^subtitler_viewers{room}\}} 1$", text, re.M), text
         statuses = [e for _, e in viewer.events if e["type"] == "status"]
         assert statuses and any(s["sender"] is True for s in statuses)
         latencies = [s["final_latency_p50"] for s in statuses if s["final_latency_p50"] is not None]

@@ -34,11 +34,15 @@ pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's ch
 # -- helpers -------------------------------------------------------------------------------------
 
 def start_server(port: int = 0):
+    """A venue of one room as `subtitler run` serves it: the room answers the single-room paths
+    (/overlay.html, /ws/view …). → (server, the room's RoomLink)."""
     from subtitler.config import Config
     from subtitler.server import Server
 
     config = dataclasses.replace(Config().server, host="127.0.0.1", port=port, token=TOKEN)
-    return Server(config).start()
+    server = Server(config)
+    room = server.add_room("main", token=TOKEN, default=True)
+    return server.start(), room
 
 
 def base_url(server) -> str:
@@ -147,10 +151,20 @@ def page(context):
 
 
 @pytest.fixture
-def server():
-    s = start_server()
-    yield s
+def served():
+    s, room = start_server()
+    yield s, room
     s.stop(drain=0.2)
+
+
+@pytest.fixture
+def server(served):
+    return served[0]
+
+
+@pytest.fixture
+def room(served):
+    return served[1]
 
 
 @pytest.fixture(scope="module")
@@ -172,9 +186,9 @@ def test_overlay_shows_real_engine_captions_in_two_languages(page, asr_base, spe
     from subtitler.config import Config
     from subtitler.engine import Session
 
-    server = start_server()
+    server, room = start_server()
     try:
-        sink = TranslatingSink(server.sink)
+        sink = TranslatingSink(room.sink)
         page.add_init_script(OBSERVER_JS)
         page.goto(base_url(server) + "/overlay.html?lang=zh,en&lines=3&size=40&fade=120")
         wait_live(page)
@@ -182,8 +196,8 @@ def test_overlay_shows_real_engine_captions_in_two_languages(page, asr_base, spe
 
         config = Config().with_overrides({"asr.language": "en"})
         session = Session(asr_base, FileSource(speech["wav"], realtime=True), [sink], config,
-                          on_stats=server.update_stats)
-        server.attach(session)
+                          on_stats=room.update_stats)
+        room.attach(session)
         runner = threading.Thread(target=session.run, daemon=True)
         runner.start()
         runner.join(timeout=90)
@@ -225,18 +239,18 @@ def test_overlay_shows_real_engine_captions_in_two_languages(page, asr_base, spe
         server.stop(drain=0.2)
 
 
-def test_overlay_inserts_caption_text_as_text_never_as_html(page, server):
+def test_overlay_inserts_caption_text_as_text_never_as_html(page, server, room):
     page.goto(base_url(server) + "/overlay.html?lang=en,zh&lines=3&size=36&bg=%23101820")
     wait_live(page)
     evil = ('<script>window.__pwned = "script"</script><img src=x onerror="window.__pwned = \'img\'">'
             '<b>bold</b> &amp; &lt;i&gt;')
     evil_zh = '<img src=x onerror="window.__pwned = \'zh\'">中文<iframe src="javascript:parent.__pwned=1">'
-    server.sink.on_caption(caption(1, evil[:40], kind="partial", committed="<script>",
+    room.sink.on_caption(caption(1, evil[:40], kind="partial", committed="<script>",
                                    translations={"zh": evil_zh[:20]}))
     page.wait_for_function("document.querySelectorAll('.cap.partial').length === 2")
-    server.sink.on_caption(caption(1, evil, translations={"zh": evil_zh}))
-    server.sink.on_translation(1, "zh", '<svg onload="window.__pwned = \'svg\'"></svg>译文：' + evil_zh)
-    server.sink.on_caption(caption(2, "</p></main><script>window.__pwned = 2</script>", translations={
+    room.sink.on_caption(caption(1, evil, translations={"zh": evil_zh}))
+    room.sink.on_translation(1, "zh", '<svg onload="window.__pwned = \'svg\'"></svg>译文：' + evil_zh)
+    room.sink.on_caption(caption(2, "</p></main><script>window.__pwned = 2</script>", translations={
         "zh": "<style>*{display:none}</style>仍然可见"}))
     wait_final(page, "en", evil)
     wait_final(page, "zh", '<svg onload="window.__pwned = \'svg\'"></svg>译文：' + evil_zh)
@@ -250,15 +264,15 @@ def test_overlay_inserts_caption_text_as_text_never_as_html(page, server):
     screenshot(page, "overlay-markup-as-text.png")
 
     # after a clear, a late translation of a cleared caption does not bring it back
-    server.clear()
+    room.clear()
     page.wait_for_function("document.querySelectorAll('.cap').length === 0", timeout=5_000)
-    server.sink.on_translation(2, "zh", "迟到的翻译")
-    server.sink.on_caption(caption(3, "After the clear."))
+    room.sink.on_translation(2, "zh", "迟到的翻译")
+    room.sink.on_caption(caption(3, "After the clear."))
     wait_final(page, "en", "After the clear.")
     assert "迟到的翻译" not in page.text_content("#captions")
 
 
-def test_overlay_resumes_from_its_last_seq_when_the_heartbeat_stops(page, server):
+def test_overlay_resumes_from_its_last_seq_when_the_heartbeat_stops(page, server, room):
     """A connection that stays open but goes silent is dead after 5 s: the overlay reconnects
     with ``since`` = the last seq it processed (and its session), and what it missed arrives
     once, nothing twice."""
@@ -286,35 +300,35 @@ def test_overlay_resumes_from_its_last_seq_when_the_heartbeat_stops(page, server
     page.route_web_socket(lambda url: url.endswith("/ws/view"), route)
     page.goto(base_url(server) + "/overlay.html?lines=3&size=32")
     wait_live(page)
-    server.sink.on_caption(caption(1, "One."))
-    server.sink.on_caption(caption(2, "Two."))
+    room.sink.on_caption(caption(1, "One."))
+    room.sink.on_caption(caption(2, "Two."))
     wait_final(page, "source", "Two.")
     last_seq = page.evaluate("subtitlerOverlay.state.seq")
     assert last_seq == 2
 
     silent.set()
     t0 = time.monotonic()
-    server.sink.on_caption(caption(3, "Three, said while the line was silent.", kind="partial",
+    room.sink.on_caption(caption(3, "Three, said while the line was silent.", kind="partial",
                                    committed="Three,"))
-    server.sink.on_caption(caption(3, "Three, said while the line was silent."))
+    room.sink.on_caption(caption(3, "Three, said while the line was silent."))
     page.wait_for_function("subtitlerOverlay.state.connects >= 2", timeout=15_000)
     waited = time.monotonic() - t0
     assert 4.5 <= waited <= 12, f"reconnected after {waited:.1f} s of silence (heartbeat timeout is 5 s)"
     assert hellos[0] == {"type": "hello", "langs": ["source"], "since": 0}
-    assert hellos[1]["since"] == last_seq and hellos[1]["session"] == server.session_id
+    assert hellos[1]["since"] == last_seq and hellos[1]["session"] == room.session_id
     wait_final(page, "source", "Three, said while the line was silent.")
     ids = [c["id"] for c in shown(page, "source")]
     assert ids == [1, 2, 3], f"missed or duplicated captions after resuming: {ids}"
 
 
 def test_overlay_survives_a_server_restart(page):
-    first = start_server()
+    first, room1 = start_server()
     port = first.port
     second = None
     try:
         page.goto(base_url(first) + "/overlay.html?lang=en&size=40")
         wait_live(page)
-        first.sink.on_caption(caption(1, "Before the restart."))
+        room1.sink.on_caption(caption(1, "Before the restart."))
         wait_final(page, "en", "Before the restart.")
 
         first.stop(drain=0.2)
@@ -326,11 +340,11 @@ def test_overlay_survives_a_server_restart(page):
         page.evaluate(BACKDROP_JS)
         screenshot(page, "overlay-reconnecting.png")
 
-        second = start_server(port)
+        second, room2 = start_server(port)
         page.wait_for_function("subtitlerOverlay.state.connects >= 2", timeout=15_000)
-        assert page.evaluate("subtitlerOverlay.state.session") == second.session_id
+        assert page.evaluate("subtitlerOverlay.state.session") == room2.session_id
         # A new session numbers from 1 again: the overlay starts over instead of skipping it.
-        second.sink.on_caption(caption(1, "After the restart."))
+        room2.sink.on_caption(caption(1, "After the restart."))
         wait_final(page, "en", "After the restart.")
         assert [c["text"] for c in shown(page, "en")] == ["After the restart."]
         page.wait_for_function("getComputedStyle(document.getElementById('conn')).opacity < 0.05", timeout=3_000)
@@ -340,7 +354,7 @@ def test_overlay_survives_a_server_restart(page):
             second.stop(drain=0.2)
 
 
-def test_overlay_url_options(context, server):
+def test_overlay_url_options(context, server, room):
     page = context.new_page()
     page.goto(base_url(server) + "/overlay.html")
     wait_live(page)
@@ -362,7 +376,7 @@ def test_overlay_url_options(context, server):
     assert line == round(40 * 1.4) and 3 * line <= height <= 3.5 * line  # three lines, and no more
     assert page.evaluate("document.getElementById('captions').getBoundingClientRect().top") < 0.1 * VIEWPORT["height"]
 
-    server.sink.on_caption(caption(1, "A long caption that wraps over more lines than the window "
+    room.sink.on_caption(caption(1, "A long caption that wraps over more lines than the window "
                                       "holds, so that only its last three lines stay in view at "
                                       "this size, however long it goes on and on and on and on.",
                                    translations={"zh": "短"}))
@@ -390,12 +404,12 @@ def test_console_asks_for_the_token_once_and_its_commands_take_effect(context, a
     from subtitler.config import Config
     from subtitler.engine import Session
 
-    server = start_server()
+    server, room = start_server()
     source = PushSource()
-    sink = TranslatingSink(server.sink)
+    sink = TranslatingSink(room.sink)
     session = Session(asr_base, source, [sink], Config().with_overrides({"asr.language": "en"}),
-                      on_stats=server.update_stats)
-    server.attach(session, source_languages=sorted(asr_base.languages))
+                      on_stats=room.update_stats)
+    room.attach(session, source_languages=sorted(asr_base.languages))
     runner = threading.Thread(target=session.run, daemon=True)
     runner.start()
     feeding = threading.Event()
@@ -472,7 +486,7 @@ def test_console_asks_for_the_token_once_and_its_commands_take_effect(context, a
             assert row.locator(".tr .txt").text_content() == zh(c.text)
         console.wait_for_function("Number(document.getElementById('fig-viewers').textContent) >= 2")
         assert console.text_content("#fig-dropped") == "0"
-        assert console.text_content("#session") == server.session_id
+        assert console.text_content("#session") == room.session_id
         wait_final(overlay, "en", finals[-1].text)
 
         # clear empties every screen; the console keeps its transcript and marks the place

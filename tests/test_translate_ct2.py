@@ -17,7 +17,7 @@ pytest.importorskip("sentencepiece")
 
 from subtitler.captions import Caption  # noqa: E402
 from subtitler.models import ModelNotFoundError  # noqa: E402
-from subtitler.translate import (Glossary, TranslateSettings, TranslationConfigError, TranslationError,  # noqa: E402
+from subtitler.translate import (Glossary, TranslateConfig, TranslationConfigError, TranslationError,  # noqa: E402
                                  TranslationStage, TranslationWorker, Translator, build_stage,
                                  parse_overrides)
 from subtitler.translate import ct2  # noqa: E402
@@ -259,13 +259,13 @@ def test_overrides_from_config():
 
 
 def test_build_stage_from_settings(models):
-    assert build_stage(TranslateSettings(targets=[])) is None
-    stage = build_stage(TranslateSettings(targets=["es", "zh"], model=str(models["nllb"]), backend="ctranslate2"))
+    assert build_stage(TranslateConfig(targets=[])) is None
+    stage = build_stage(TranslateConfig(targets=["es", "zh"], model=str(models["nllb"]), backend="ctranslate2"))
     assert stage.route("en")[0] == {"ctranslate2": ["es", "zh"]}
     with pytest.raises(TranslationConfigError, match="subtitler models pull"):
-        build_stage(TranslateSettings(targets=["es"], model="nllb-200-distilled-600M", models_dir="/nonexistent"))
+        build_stage(TranslateConfig(targets=["es"], model="nllb-200-distilled-600M", models_dir="/nonexistent"))
     with pytest.raises(TranslationConfigError, match="needs a model"):
-        build_stage(TranslateSettings(targets=["es"], backend="ctranslate2"))
+        build_stage(TranslateConfig(targets=["es"], backend="ctranslate2"))
 
 
 @pytest.fixture(scope="module")
@@ -277,7 +277,7 @@ def pairs(tmp_path_factory, spm_file) -> dict[str, Path]:
 
 
 def test_pair_models_share_one_backend_each_target_to_its_model(pairs):
-    stage = build_stage(TranslateSettings(targets=["es", "fr", "en"], backend="ctranslate2",
+    stage = build_stage(TranslateConfig(targets=["es", "fr", "en"], backend="ctranslate2",
                                           model=", ".join(str(p) for p in pairs.values())))
     backend = stage.backends["ctranslate2"]
     assert isinstance(backend, ct2.CTranslate2Models) and len(backend.translators) == 3
@@ -315,10 +315,10 @@ def test_glossary_forms_reach_each_pair_model(pairs):
 
 def test_a_target_no_pair_model_has_is_a_config_error_at_start(pairs):
     with pytest.raises(TranslationConfigError, match="nothing can translate into 'de'"):
-        build_stage(TranslateSettings(targets=["es", "de"], backend="ctranslate2",
+        build_stage(TranslateConfig(targets=["es", "de"], backend="ctranslate2",
                                       model=f"{pairs['en-es']},{pairs['en-fr']}"))
     with pytest.raises(TranslationConfigError, match="opus-mt-en-de"):
-        build_stage(TranslateSettings(targets=["es", "de"], backend="ctranslate2",
+        build_stage(TranslateConfig(targets=["es", "de"], backend="ctranslate2",
                                       model=f"{pairs['en-es']}, opus-mt-en-de", models_dir="/nonexistent"))
 
 

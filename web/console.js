@@ -1,20 +1,23 @@
-/* subtitler operator console (protocol v1, docs/protocol.md), no dependencies.
+/* subtitler operator console (protocol v1, docs/protocol.md), no dependencies but client.js.
  *
  * Two WebSockets: /ws/control (token, commands, status every second) and /ws/view with
- * langs ["*"] (the live transcript in every language). Both reconnect by themselves with
- * back-off; the viewer resumes from its last seq. The token is asked for once and kept in
- * localStorage; it is asked again only when the server refuses it. A link
- * console.html#token=… also works (the fragment never reaches the server's logs).
+ * langs ["*"] (the live transcript in every language), both of this page's room
+ * (/rooms/NAME/ws/… under /rooms/NAME/, /ws/… at the root). Both reconnect by themselves with
+ * back-off; the viewer resumes from its last seq (client.js does both). The token is asked for
+ * once and kept in localStorage, per room; it is asked again only when the server refuses it.
+ * A link console.html#token=… also works (the fragment never reaches the server's logs).
+ * The room's audience page is offered per language with its QR code (qr.svg?lang=…).
  *
  * Every text from the server reaches the page through textContent.
  */
 (function () {
   "use strict";
 
-  var TOKEN_KEY = "subtitler.token";
-  var HEARTBEAT_TIMEOUT_MS = 5000;
-  var BACKOFF_MIN_MS = 500;
-  var BACKOFF_MAX_MS = 10000;
+  var client = window.subtitlerClient;
+  var room = client.roomName();
+  // one token per room (a room's token opens nothing of another room); the default room keeps
+  // the key it always had
+  var TOKEN_KEY = "subtitler.token" + (room ? ":" + room : "");
   var MAX_ENTRIES = 3000;
   var WHISPER_LANGUAGES = ("af am ar as az ba be bg bn bo br bs ca cs cy da de el en es et eu fa fi fo fr gl " +
     "gu ha haw he hi hr ht hu hy id is it ja jw ka kk km kn ko la lb ln lo lt lv mg mi mk ml mn mr ms mt my " +
@@ -22,16 +25,15 @@
     "vi yi yo zh yue").split(" ");
 
   var $ = function (id) { return document.getElementById(id); };
-  var wsBase = (location.protocol === "https:" ? "wss://" : "ws://") + location.host;
 
   var state = {
+    room: room,       // null: the default room, at the root
     authed: false,
     paused: null,
     language: null,
-    session: null,
-    seq: 0,
     status: null,
     commands: [],     // commands sent, oldest first: {type, at}
+    viewer: null,     // the caption stream's state (seq, session, …), see client.Viewer
   };
   window.subtitlerConsole = { state: state };
 
@@ -65,70 +67,11 @@
     if (!isError) messageTimer = setTimeout(function () { text(el, ""); }, 4000);
   }
 
-  function backoff(attempt) {
-    var base = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * Math.pow(2, attempt));
-    return Math.max(BACKOFF_MIN_MS, Math.min(BACKOFF_MAX_MS, base * (0.8 + 0.4 * Math.random())));
-  }
-
-  // A WebSocket that reconnects with back-off and treats 5 s of silence as a dead line.
-  function Line(path, handlers) {
-    var self = this;
-    var ws = null, attempt = 0, retry = 0, watchdog = 0, stopped = false;
-    function arm() {
-      clearTimeout(watchdog);
-      watchdog = setTimeout(function () { lost(); }, HEARTBEAT_TIMEOUT_MS);
-    }
-    function drop() {
-      var s = ws;
-      ws = null;
-      clearTimeout(watchdog);
-      if (s) {
-        s.onopen = s.onmessage = s.onclose = s.onerror = null;
-        try { s.close(); } catch (e) { /* closing already */ }
-      }
-    }
-    function lost(ev) {
-      drop();
-      handlers.down(ev);
-      if (stopped) return;
-      clearTimeout(retry);
-      retry = setTimeout(open, backoff(attempt++));
-    }
-    function open() {
-      clearTimeout(retry);
-      stopped = false;
-      var s = new WebSocket(wsBase + path);
-      ws = s;
-      arm();
-      s.onopen = function () { arm(); handlers.open(self); };
-      s.onmessage = function (ev) {
-        arm();
-        var m;
-        try { m = JSON.parse(ev.data); } catch (e) { return; }
-        if (m && typeof m === "object") handlers.message(m, self);
-      };
-      s.onclose = function (ev) { lost(ev); };
-    }
-    this.open = open;
-    this.healthy = function () { attempt = 0; };
-    this.send = function (obj) {
-      if (!ws || ws.readyState !== WebSocket.OPEN) return false;
-      ws.send(JSON.stringify(obj));
-      return true;
-    };
-    this.stop = function () { stopped = true; clearTimeout(retry); drop(); };
-    this.restart = function () { drop(); attempt = 0; open(); };
-  }
-
   function pill(id, s) { $(id).setAttribute("data-state", s); }
 
   // ---- token ----------------------------------------------------------------------------------
-  function storedToken() {
-    try { return localStorage.getItem(TOKEN_KEY) || ""; } catch (e) { return ""; }
-  }
-  function storeToken(t) {
-    try { if (t) localStorage.setItem(TOKEN_KEY, t); else localStorage.removeItem(TOKEN_KEY); } catch (e) { /* private mode */ }
-  }
+  function storedToken() { return client.load(TOKEN_KEY, ""); }
+  function storeToken(t) { client.save(TOKEN_KEY, t); }
 
   var token = "";
   var hash = new URLSearchParams(location.hash.slice(1));
@@ -158,7 +101,8 @@
   $("btn-token").addEventListener("click", function () { askToken(""); });
 
   // ---- control line ----------------------------------------------------------------------------
-  var control = new Line("/ws/control", {
+  var control = new client.Line(client.wsUrl("control"), {
+    label: "subtitler console",
     open: function (line) {
       if (!token) { line.stop(); pill("pill-control", "down"); askToken(""); return; }
       pill("pill-control", "connecting");
@@ -311,7 +255,6 @@
   var box = $("transcript");
   var entries = new Map();  // utterance id → entry element
   var follow = true;
-  var sentSince = 0;
 
   box.addEventListener("scroll", function () {
     follow = box.scrollTop + box.clientHeight >= box.scrollHeight - 40;
@@ -370,41 +313,47 @@
     text(row.lastChild, value);
   }
 
+  // The records (partial → final → translations, by id) are client.js's; this draws them.
+  var captions = new client.Captions(MAX_ENTRIES);
+
   function onCaption(m) {
-    if (typeof m.id !== "number") return;
-    var final = m.kind === "final";
-    var s = typeof m.text === "string" ? m.text : "";
-    var el = entries.get(m.id);
+    var r = captions.caption(m);
+    if (!r) return;
+    var el = entries.get(r.id);
     atEnd(function () {
-      if (final && !s.trim()) {  // retracted: it was noise
-        if (el) { el.remove(); entries.delete(m.id); }
+      if (r.retracted) {  // it was noise
+        if (el) { el.remove(); entries.delete(r.id); }
         return;
       }
+      var rec = r.rec;
       if (!el) {
-        el = makeEntry(m.id);
-        entries.set(m.id, el);
-        placeEntry(el, m.id);
+        el = makeEntry(rec.id);
+        entries.set(rec.id, el);
+        placeEntry(el, rec.id);
       }
-      el.className = "entry " + (final ? "final" : "partial");
-      text(el.children[0], fmtClock(m.start));
-      text(el.children[1], typeof m.lang === "string" ? m.lang : "");
-      el.children[2].lang = typeof m.lang === "string" ? m.lang : "";
-      var committed = !final && typeof m.committed === "string" && s.indexOf(m.committed) === 0 ? m.committed : (final ? s : "");
-      text(el.children[2].firstChild, committed);
-      text(el.children[2].lastChild, s.slice(committed.length));
-      var tr = m.translations && typeof m.translations === "object" ? m.translations : {};
-      Object.keys(tr).forEach(function (lang) {
-        if (typeof tr[lang] === "string") setTranslation(el, lang, tr[lang]);
+      el.className = "entry " + rec.kind;
+      text(el.children[0], fmtClock(rec.start));
+      text(el.children[1], rec.lang);
+      el.children[2].lang = rec.lang;
+      text(el.children[2].firstChild, rec.committed);
+      text(el.children[2].lastChild, rec.text.slice(rec.committed.length));
+      Object.keys(rec.translations).forEach(function (lang) {
+        setTranslation(el, lang, rec.translations[lang]);
       });
+      noteLanguages(client.languagesOf(rec));
     });
-    trim();
+    r.dropped.forEach(function (id) {  // the oldest, beyond MAX_ENTRIES
+      var old = entries.get(id);
+      if (old) { old.remove(); entries.delete(id); }
+    });
   }
 
   function onTranslation(m) {
-    if (typeof m.id !== "number" || typeof m.lang !== "string" || typeof m.text !== "string") return;
+    if (!captions.translation(m)) return;
     var el = entries.get(m.id);
     if (!el) return;
     atEnd(function () { setTranslation(el, m.lang, m.text); });
+    noteLanguages([m.lang]);
   }
 
   function divider(label) {
@@ -416,60 +365,89 @@
     });
   }
 
-  function trim() {
-    while (entries.size > MAX_ENTRIES) {
-      var first = entries.keys().next().value;
-      entries.get(first).remove();
-      entries.delete(first);
-    }
-  }
-
   function resetTranscript() {
     entries.clear();
+    captions.clear();
     box.textContent = "";
   }
 
-  var viewer = new Line("/ws/view", {
-    open: function (line) {
-      pill("pill-view", "connecting");
-      sentSince = state.seq;
-      var hello = { type: "hello", langs: ["*"], since: state.seq };
-      if (state.session) hello.session = state.session;
-      line.send(hello);
-    },
-    message: function (m, line) {
-      if (m.type === "welcome") {
-        var other = state.session !== null && m.session !== state.session;
-        if (m.reset || other) {
-          state.seq = 0;
-          if (other) {  // keep the old session's lines above a mark; its ids start again
-            entries.clear();
-            divider("— new session " + m.session + " —");
-          } else {
-            resetTranscript();
-          }
+  var viewer = new client.Viewer({
+    label: "subtitler console",
+    langs: function () { return ["*"]; },
+    welcome: function (m, info) {
+      if (info.reset) {
+        if (info.otherSession) {  // keep the old session's lines above a mark; its ids start again
+          entries.clear();
+          captions.clear();
+          divider("— new session " + m.session + " —");
+        } else {
+          resetTranscript();
         }
-        state.session = m.session;
-        text($("session"), m.session ? String(m.session) : "—");
-        document.title = "subtitler · console · " + (m.session || "");
-        if (other && !m.reset && sentSince > 0) { line.restart(); return; }  // from its start
-        line.healthy();
-        pill("pill-view", "live");
-        if (typeof m.paused === "boolean" && state.paused === null) showPaused(m.paused);
-        loadFiles();
-        return;
       }
-      if (typeof m.seq === "number") {
-        if (m.seq <= state.seq) return;
-        state.seq = m.seq;
-      }
+      text($("session"), m.session ? String(m.session) : "—");
+      document.title = "subtitler · console · " + (room ? room + " · " : "") + (m.session || "");
+      if (info.resync) return;  // asked again from its start, at once
+      if (typeof m.paused === "boolean" && state.paused === null) showPaused(m.paused);
+      noteLanguages(viewer.state.languages);
+      if (viewer.state.sourceLanguage) noteLanguages([viewer.state.sourceLanguage]);
+      loadFiles();
+    },
+    event: function (m) {
       if (m.type === "caption") onCaption(m);
       else if (m.type === "translation") onTranslation(m);
       else if (m.type === "clear") divider("— screens cleared —");
       else if (m.type === "status" && !state.authed) onStatus(m);  // figures even before the token
     },
-    down: function () { pill("pill-view", "connecting"); },
+    conn: function (c) { pill("pill-view", c === "live" ? "live" : "connecting"); },
   });
+  state.viewer = viewer.state;
+
+  // ---- phones: the audience page in each language, with its QR code ------------------------------
+  // Languages as the room names them (the welcome's) and as they show up in captions.
+  var phoneLangs = [];
+  function noteLanguages(codes) {
+    var added = false;
+    codes.forEach(function (code) {
+      if (!client.isLanguageCode(code)) return;
+      if (phoneLangs.some(function (l) { return client.sameLanguage(l, code); })) return;
+      phoneLangs.push(code);
+      added = true;
+    });
+    if (added) showPhones();
+  }
+
+  function showPhones() {
+    var list = $("phones");
+    list.textContent = "";
+    (phoneLangs.length ? phoneLangs : [""]).forEach(function (code) {
+      var q = code ? "?lang=" + encodeURIComponent(code) : "";
+      var fig = document.createElement("figure");
+      fig.className = "qr";
+      var a = document.createElement("a");
+      a.href = "live.html" + q;
+      a.target = "_blank";
+      a.rel = "noopener";
+      var img = document.createElement("img");
+      img.alt = "QR code of the audience page" + (code ? " in " + langName(code) : "");
+      img.width = img.height = 132;
+      img.src = "qr.svg" + q;
+      img.addEventListener("error", function () { img.remove(); });  // keep the link if no QR
+      a.appendChild(img);
+      var cap = document.createElement("figcaption");
+      var name = document.createElement("span");
+      name.textContent = code ? client.autonym(code) : "as spoken";
+      cap.appendChild(name);
+      if (code) {
+        var c = document.createElement("code");
+        c.textContent = code;
+        cap.appendChild(c);
+      }
+      a.appendChild(cap);
+      fig.appendChild(a);
+      list.appendChild(fig);
+    });
+  }
+  showPhones();
 
   // ---- transcript files -------------------------------------------------------------------------
   // Listed by the server as [{"name": "captions.srt", "format": "srt", "url": "/…"}], either in the
@@ -507,8 +485,8 @@
   }
 
   function loadFiles() {
-    if (filesFor === state.session) return;
-    filesFor = state.session;
+    if (filesFor === viewer.state.session) return;
+    filesFor = viewer.state.session;
     fetch("api/session", { cache: "no-store" }).then(function (r) {
       if (!r.ok) throw new Error("HTTP " + r.status);
       return r.json();
@@ -520,14 +498,14 @@
       list.textContent = "";
       var li = document.createElement("li");
       li.className = "muted";
-      li.textContent = "in the session folder " + (state.session || "") + " on the server";
+      li.textContent = "in the session folder " + (viewer.state.session || "") + " on the server";
       list.appendChild(li);
     });
   }
 
   // ---- start ------------------------------------------------------------------------------------
   setControls(false);
-  viewer.open();
+  viewer.start();
   if (token) control.open();
   else askToken("");
 })();

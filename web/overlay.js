@@ -1,21 +1,20 @@
 /* subtitler overlay: the viewer side of protocol v1 (docs/protocol.md), no dependencies.
  *
- * One WebSocket to /ws/view. Captions are keyed by utterance id: a partial creates or
+ * One WebSocket to /ws/view (/rooms/NAME/ws/view for a page under /rooms/NAME/). Captions are keyed by utterance id: a partial creates or
  * rewrites the line of its utterance, the final replaces it in place, an empty final
  * removes it. Every language is a block of exactly `lines` lines; content sits at the
  * block's bottom and grows upward, and each change of its height is animated (FLIP), so
  * lines roll up smoothly. The connection resumes from the last `seq` after any failure,
  * with exponential back-off and jitter; 5 s without a message (the server sends `status`
- * every second) counts as a dead connection.
+ * every second) counts as a dead connection. The connection, resuming and the captions by id
+ * are client.js's (shared with the other pages); this file draws.
  *
  * Caption text only ever reaches the page through textContent.
  */
 (function () {
   "use strict";
 
-  var HEARTBEAT_TIMEOUT_MS = 5000;
-  var BACKOFF_MIN_MS = 500;
-  var BACKOFF_MAX_MS = 10000;
+  var client = window.subtitlerClient;
   var STALE_PARTIAL_S = 20;      // a partial not updated this long fades (at least; see fade)
   var FADE_MS = 900;             // matches --fade-ms in overlay.css
   var SWEEP_MS = 250;
@@ -51,7 +50,7 @@
     (raw || "").split(",").forEach(function (part) {
       var p = part.trim();
       if (/^(\*|source)$/i.test(p)) p = p.toLowerCase();
-      else if (!/^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$/.test(p)) return;
+      else if (!client.isLanguageCode(p)) return;
       if (out.indexOf(p) < 0) out.push(p);
     });
     return out.length ? out.slice(0, 6) : ["source"];
@@ -66,24 +65,6 @@
     }).join(", ");
   }
 
-  function serverUrl(raw) {
-    if (raw) {
-      try {
-        var u = new URL(raw, location.href);
-        if (u.protocol === "http:") u.protocol = "ws:";
-        if (u.protocol === "https:") u.protocol = "wss:";
-        if (u.protocol === "ws:" || u.protocol === "wss:") {
-          if (u.pathname === "/" || u.pathname === "") u.pathname = "/ws/view";
-          return u.href;
-        }
-      } catch (e) { /* fall through to the default */ }
-    }
-    if (location.protocol === "http:" || location.protocol === "https:") {
-      return (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws/view";
-    }
-    return "ws://127.0.0.1:8765/ws/view";  // opened as a file, e.g. an OBS local-file source
-  }
-
   var bgRaw = (params.get("bg") || "transparent").trim();
   var bg = /^(transparent|none|)$/i.test(bgRaw) ? "transparent" : (cssColour(bgRaw) || "transparent");
   var opts = {
@@ -96,7 +77,7 @@
     align: choice("align", ["left", "center", "centre"], "left").replace("centre", "center"),
     fade: num("fade", 12, 0, 86400, false),
     font: fontList(params.get("font")),
-    server: serverUrl(params.get("server")),
+    server: client.serverUrl(params.get("server"), "view"),
   };
 
   // ---- look --------------------------------------------------------------------------------
@@ -154,17 +135,16 @@
   var connMark = document.getElementById("conn");
   var connLabel = connMark.querySelector(".label");
 
-  // ---- state, visible to tests and to anyone debugging a room screen -------------------------
-  var state = {
-    seq: 0,             // last seq processed: sent as `since` on reconnect
-    session: null,
-    conn: "connecting", // connecting | live | reconnecting
-    connects: 0,        // welcomes received
-    attempt: 0,         // failed attempts since the last welcome (back-off exponent)
-    nextRetryMs: 0,
-    languages: [],
-    paused: false,
-  };
+  // ---- the stream; its state is visible to tests and to anyone debugging a room screen ----------
+  var viewer = new client.Viewer({
+    label: "subtitler overlay",
+    url: opts.server,
+    langs: function () { return opts.langs; },
+    welcome: onWelcome,
+    event: onEvent,
+    conn: setConn,
+  });
+  var state = viewer.state;  // seq, session, conn, connects, attempt, nextRetryMs, languages, paused
   window.subtitlerOverlay = { options: opts, state: state };
 
   // ---- blocks: one per language ------------------------------------------------------------
@@ -205,7 +185,7 @@
   function starBlock(lang) {
     // lang=*: a translation language seen for the first time gets its block, placed in the
     // order of the welcome's language list.
-    if (!starMode || findBlock(lang) || !/^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$/.test(lang)) return;
+    if (!starMode || findBlock(lang) || !client.isLanguageCode(lang)) return;
     var order = state.languages.indexOf(lang);
     var at = blocks.length;
     if (order >= 0) {
@@ -217,16 +197,9 @@
     addBlock(lang, "translation", at);
   }
 
-  function view(block, m) {
-    if (block.mode === "source" || (block.mode === "lang" && sameLang(m.lang, block.key))) {
-      return { text: m.text, committed: m.committed, lang: m.lang };
-    }
-    var t = m.translations && m.translations[block.key];
-    return typeof t === "string" ? { text: t, committed: t, lang: block.key } : null;
-  }
-
-  function sameLang(a, b) {
-    return typeof a === "string" && a.toLowerCase().replace("_", "-") === b.toLowerCase().replace("_", "-");
+  // What a block shows of an utterance: see client.textIn (null: nothing, or not yet).
+  function view(block, rec) {
+    return client.textIn(rec, block.mode === "source" ? "source" : block.key, block.mode === "translation");
   }
 
   // ---- rendering ---------------------------------------------------------------------------
@@ -282,8 +255,8 @@
   function render(block, id, kind, v, animate) {
     var el = block.caps.get(id);
     var text = String(v.text);
-    var committed = typeof v.committed === "string" && text.indexOf(v.committed) === 0 ? v.committed : "";
-    if (kind === "final") committed = text;
+    var committed = kind === "final" ? text :
+      (typeof v.committed === "string" && text.indexOf(v.committed) === 0 ? v.committed : "");
     mutate(block, animate, function () {
       if (!el) {
         el = makeCap(id);
@@ -313,7 +286,7 @@
   }
 
   function clearAll(quick) {
-    known.clear();
+    captions.clear();
     blocks.forEach(function (block) {
       if (!quick) {
         block.caps.forEach(function (el) { el.remove(); });
@@ -363,157 +336,51 @@
   // ---- protocol events ---------------------------------------------------------------------
   // Utterances received since the last clear: a translation for any other id is ignored, so a
   // late translation cannot bring back a caption the console cleared.
-  var known = new Set();
+  var captions = new client.Captions(1000);
 
   function onCaption(m) {
-    if (typeof m.id !== "number") return;
-    var kind = m.kind === "final" ? "final" : "partial";
-    var text = typeof m.text === "string" ? m.text : "";
+    var r = captions.caption(m);
+    if (!r) return;
     var animate = !m.history;
-    if (kind === "final" && !text.trim()) known.delete(m.id);
-    else known.add(m.id);
-    if (known.size > 1000) known.delete(known.values().next().value);
-    if (starMode && m.translations) Object.keys(m.translations).forEach(starBlock);
+    if (starMode && !r.retracted) Object.keys(r.rec.translations).forEach(starBlock);
     blocks.forEach(function (block) {
-      if (kind === "final" && !text.trim()) { remove(block, m.id, animate); return; }  // retracted
-      var v = view(block, m);
-      if (v && v.text.trim()) render(block, m.id, kind, v, animate);
+      if (r.retracted) { remove(block, r.id, animate); return; }  // it was noise
+      var v = view(block, r.rec);
+      if (v && v.text.trim()) render(block, r.id, r.rec.kind, v, animate);
       // else: a translation that is not there yet keeps the line it had (if any) until the
       // `translation` event for this id arrives.
     });
   }
 
   function onTranslation(m) {
-    if (typeof m.id !== "number" || typeof m.lang !== "string" || typeof m.text !== "string") return;
-    if (!known.has(m.id)) return;
+    if (!captions.translation(m)) return;
     starBlock(m.lang);
     blocks.forEach(function (block) {
-      if (block.mode === "source" || !sameLang(m.lang, block.key)) return;
+      if (block.mode === "source" || !client.sameLanguage(m.lang, block.key)) return;
       if (m.text.trim()) render(block, m.id, "final", { text: m.text, lang: m.lang }, !m.history);
       else remove(block, m.id, !m.history);
     });
   }
 
-  var ws = null;
-  var sentSince = 0;
-  var retryTimer = 0;
-  var watchdog = 0;
-
-  function onWelcome(m) {
-    var otherSession = state.session !== null && m.session !== state.session;
-    state.languages = Array.isArray(m.languages) ? m.languages.filter(function (l) { return typeof l === "string"; }) : [];
-    state.paused = !!m.paused;
-    if (m.protocol !== 1) console.warn("subtitler overlay: server speaks protocol", m.protocol, "(expected 1)");
-    if (m.reset || otherSession) {
-      clearAll(!m.reset);
-      state.seq = 0;
-    }
-    state.session = m.session === undefined ? null : m.session;
-    if (otherSession && !m.reset && sentSince > 0) {
-      // A restarted server (a new session) has its own seq counter and did not know our
-      // `since`: ask again from the start of its history.
-      sentSince = 0;
-      reconnectNow();
-      return false;
-    }
-    state.connects += 1;
-    state.attempt = 0;
-    setConn("live");
-    return true;
+  function onWelcome(m, info) {
+    if (info.reset) clearAll(!info.hard);  // another session: fade what was there; reset: at once
   }
 
-  function onMessage(data) {
-    var m;
-    try { m = JSON.parse(data); } catch (e) { return; }
-    if (!m || typeof m !== "object") return;
-    if (m.type === "welcome") { onWelcome(m); return; }
-    if (typeof m.seq === "number") {
-      if (m.seq <= state.seq) return;  // seen before (a replay overlapping what we had)
-      state.seq = m.seq;
-    }
+  function onEvent(m) {
     switch (m.type) {
       case "caption": onCaption(m); break;
       case "translation": onTranslation(m); break;
       case "clear": clearAll(true); break;
-      case "status": state.paused = !!m.paused; break;  // also the heartbeat
-      case "error": console.warn("subtitler overlay: server error", m.code, m.message); break;
-      default: break;
+      default: break;  // status (the heartbeat; the viewer keeps `paused`), error (logged)
     }
   }
 
-  // ---- connection --------------------------------------------------------------------------
+  // ---- connection mark ---------------------------------------------------------------------
   function setConn(c) {
-    state.conn = c;
     body.setAttribute("data-conn", c);
     body.classList.toggle("conn-down", c !== "live");
-    connLabel.textContent = c === "live" ? "" : (state.connects ? "reconnecting" : "connecting");
+    connLabel.textContent = c === "live" ? "" : (state && state.connects ? "reconnecting" : "connecting");
   }
 
-  function armWatchdog() {
-    clearTimeout(watchdog);
-    watchdog = setTimeout(function () {
-      console.warn("subtitler overlay: no message for " + HEARTBEAT_TIMEOUT_MS / 1000 + " s; reconnecting");
-      lost(4000, "heartbeat timeout");
-    }, HEARTBEAT_TIMEOUT_MS);
-  }
-
-  function drop(code, reason) {
-    var s = ws;
-    ws = null;
-    clearTimeout(watchdog);
-    if (s) {
-      s.onopen = s.onmessage = s.onclose = s.onerror = null;
-      try { s.close(code, reason); } catch (e) { /* already closing */ }
-    }
-  }
-
-  function lost(code, reason) {
-    drop(code, reason);
-    setConn("reconnecting");
-    var base = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * Math.pow(2, state.attempt));
-    state.attempt += 1;
-    // Jitter, so that every screen in the building does not knock at the same instant.
-    var delay = Math.max(BACKOFF_MIN_MS, Math.min(BACKOFF_MAX_MS, base * (0.8 + 0.4 * Math.random())));
-    state.nextRetryMs = Math.round(delay);
-    clearTimeout(retryTimer);
-    retryTimer = setTimeout(connect, delay);
-  }
-
-  function reconnectNow() {
-    drop(1000, "resync");
-    clearTimeout(retryTimer);
-    retryTimer = setTimeout(connect, 0);
-  }
-
-  function connect() {
-    clearTimeout(retryTimer);
-    var s;
-    try {
-      s = new WebSocket(opts.server);
-    } catch (e) {
-      console.warn("subtitler overlay: bad server URL", opts.server, e);
-      lost(1000, "");
-      return;
-    }
-    ws = s;
-    armWatchdog();  // a connect that hangs counts as dead too
-    s.onopen = function () {
-      sentSince = state.seq;
-      var hello = { type: "hello", langs: opts.langs, since: state.seq };
-      // With the session it came from, `since` cannot be mistaken for a number of another
-      // session (a restarted server counts from 1 again): the server answers reset instead.
-      if (state.session) hello.session = state.session;
-      s.send(JSON.stringify(hello));
-      armWatchdog();
-    };
-    s.onmessage = function (ev) {
-      armWatchdog();
-      if (typeof ev.data === "string") onMessage(ev.data);
-    };
-    s.onclose = function (ev) { lost(1000, "closed " + ev.code); };
-    s.onerror = function () { /* onclose follows */ };
-  }
-
-  setConn("connecting");
-  connect();
+  viewer.start();
 })();

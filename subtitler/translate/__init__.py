@@ -1,6 +1,6 @@
 """Translation of final captions into the configured target languages.
 
-    stage = build_stage(TranslateSettings(targets=["es", "fr", "en"]), asr=asr, glossary=glossary,
+    stage = build_stage(TranslateConfig(targets=["es", "fr", "en"]), asr=asr, glossary=glossary,
                         source=None)            # raises TranslationConfigError at start
     result = stage.translate("Hola a todos.", "es", audio=utterance_audio)
     result.translations   # {"es": "Hola a todos.", "fr": "...", "en": "..."}
@@ -13,8 +13,11 @@ Backends (``Translator``): ``CTranslate2Translator`` (NLLB-200, M2M-100, OPUS-MT
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass
 
+from ..langcodes import LANGUAGE_CODE
+from ..settings import COMPUTE_TYPES, setting
 from .base import GlossaryStyle, TranslationConfigError, TranslationError, Translator
 from .glossary import Glossary, Protected
 from .stage import (AUTO_ORDER, AUTO_ORDER_EN, BACKEND_NAMES, SentenceCache, TranslationResult, TranslationStage,
@@ -22,27 +25,44 @@ from .stage import (AUTO_ORDER, AUTO_ORDER_EN, BACKEND_NAMES, SentenceCache, Tra
 
 __all__ = [
     "AUTO_ORDER", "AUTO_ORDER_EN", "BACKEND_NAMES", "Glossary", "GlossaryStyle", "Protected", "SentenceCache",
-    "TranslateSettings", "TranslationConfigError", "TranslationError", "TranslationResult", "TranslationStage",
+    "TranslateConfig", "TranslationConfigError", "TranslationError", "TranslationResult", "TranslationStage",
     "TranslationWorker", "Translator", "build_stage", "model_names", "parse_overrides", "split_sentences",
 ]
 
 
-@dataclass
-class TranslateSettings:
-    """The ``[translate]`` section of config.toml."""
+@dataclass(frozen=True)
+class TranslateConfig:
+    """The ``[translate]`` section of config.toml, as ``build_stage`` and the engine take it.
 
-    targets: list[str] = field(default_factory=list)  # Whisper codes: ["es", "fr", "zh"]
-    backend: str = "auto"  # auto, ctranslate2, apertium, whisper
-    overrides: dict[str, str] = field(default_factory=dict)  # target → backend, e.g. {"en": "whisper"}
-    model: str = ""  # CTranslate2 model(s), comma-separated: names in models_dir (nllb-200-distilled-600M,
-    # opus-mt-en-es …) or folders
-    models_dir: str = "models"
-    device: str = "auto"
-    compute_type: str = "auto"
-    beam_size: int = 2
-    cpu_threads: int = 0
-    max_pending: int = 8  # captions waiting beyond this are skipped (and marked)
-    slow_s: float = 2.0  # a backend call longer than this is logged
+    Each field's metadata (help, bounds, choices) is what the config validator checks."""
+
+    targets: list = setting([], "languages every final caption is translated into, e.g. [\"en\", \"zh\", \"es\"]; "
+                                "[] = no translation", kind="list", pattern=LANGUAGE_CODE, empty_ok=True)
+    backend: str = setting("auto", "auto = the CTranslate2 model when set, else Whisper for en, else Apertium",
+                           choices=list(BACKEND_NAMES))
+    # The config's form ("target=backend" texts); ``parsed_overrides`` is the checked mapping.
+    overrides: list = setting([], "per-target backends, e.g. [\"en=whisper\", \"es=apertium\"]",
+                              kind="list", pattern=re.compile(r"^[^=\s]+\s*=\s*[a-z0-9]+$"), empty_ok=True)
+    model: str = setting("", "CTranslate2 model: a name in models_dir (nllb-200-distilled-600M, m2m100_418M, "
+                             "opus-mt-en-es, …; `subtitler models pull NAME`) or a folder; several separated by "
+                             "commas, each target taken by the first that has it (on a CPU an OPUS-MT pair "
+                             "takes ~0.1 s a caption, NLLB-600M ~0.6 s); '' = none")
+    models_dir: str = setting("models", "where `subtitler models pull` puts translation models")
+    device: str = setting("auto", "where the CTranslate2 model runs", choices=["auto", "cpu", "cuda"])
+    compute_type: str = setting("auto", "auto = int8_float16 on CUDA, int8 on CPU", choices=COMPUTE_TYPES)
+    beam_size: int = setting(2, "beam width of the CTranslate2 model", lo=1, hi=16)
+    cpu_threads: int = setting(0, "CPU threads for the CTranslate2 model; 0 = all cores", lo=0, hi=256)
+    max_pending: int = setting(8, "live: finals waiting for translation beyond this are skipped (and marked)",
+                               lo=1, hi=10000)
+    slow_s: float = setting(2.0, "a backend call slower than this is logged", lo=0.1, hi=600.0)
+    partials: bool = setting(False, "translate partial captions too (text backends only; a translated line "
+                                    "changes only when its source sentence changed)")
+    partial_interval: float = setting(1.0, "seconds between partial translations, at least", lo=0.1, hi=60.0)
+
+    @property
+    def parsed_overrides(self) -> dict[str, str]:
+        """``overrides`` as {target: backend}; TranslationConfigError for a malformed one."""
+        return parse_overrides(self.overrides)
 
 
 def parse_overrides(value) -> dict[str, str]:
@@ -75,7 +95,7 @@ def model_names(value: str) -> list[str]:
     return list(dict.fromkeys(n.strip() for n in (value or "").split(",") if n.strip()))
 
 
-def build_stage(settings: TranslateSettings, *, asr=None, glossary: Glossary | None = None,
+def build_stage(settings: TranslateConfig, *, asr=None, glossary: Glossary | None = None,
                 source: str | None = None) -> TranslationStage | None:
     """Load the backends the settings need and check every target; None when there are no
     targets. ``asr`` (a WhisperASR) enables the Whisper backend; ``source`` is the fixed
@@ -85,7 +105,8 @@ def build_stage(settings: TranslateSettings, *, asr=None, glossary: Glossary | N
     from .. import models
     from . import apertium
 
-    wanted = {settings.backend, *settings.overrides.values()}
+    overrides = settings.parsed_overrides
+    wanted = {settings.backend, *overrides.values()}
     glossary = glossary or Glossary()
     backends = []
     names = model_names(settings.model)
@@ -117,7 +138,7 @@ def build_stage(settings: TranslateSettings, *, asr=None, glossary: Glossary | N
         raise TranslationConfigError("translate: backend 'whisper' needs the Whisper model")
     try:
         stage = TranslationStage(settings.targets, backends, backend=settings.backend,
-                                 overrides=settings.overrides, glossary=glossary, source=source,
+                                 overrides=overrides, glossary=glossary, source=source,
                                  slow_s=settings.slow_s)
     except TranslationConfigError:
         for b in backends:

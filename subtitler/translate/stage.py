@@ -36,6 +36,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping, Sequence
 
+from ..langcodes import same_language
 from .base import TranslationConfigError, TranslationError, Translator
 from .glossary import Glossary
 
@@ -90,11 +91,6 @@ class SentenceCache:
         self._items.move_to_end(key)
         while len(self._items) > self.size:
             self._items.popitem(last=False)
-
-
-def _same_language(a: str, b: str) -> bool:
-    """'es' and 'es': nothing to translate. 'zh' and 'zh-Hant' differ (a script to change)."""
-    return a.replace("_", "-").lower() == b.replace("_", "-").lower()
 
 
 @dataclass
@@ -152,7 +148,7 @@ class TranslationStage:
             raise TranslationConfigError(f"translate: unknown backend '{choice}' for '{target}'; "
                                          f"choose one of {', '.join(BACKEND_NAMES)}")
         if choice == "auto":
-            order = AUTO_ORDER_EN if _same_language(target, "en") else AUTO_ORDER
+            order = AUTO_ORDER_EN if same_language(target, "en") else AUTO_ORDER
             chain = [self.backends[n] for n in order if n in self.backends]
             chain += [b for n, b in self.backends.items() if n not in order]
         elif choice not in self.backends:
@@ -161,7 +157,7 @@ class TranslationStage:
                 f"(available: {self._available()})")
         else:
             chain = [self.backends[choice]]
-        if source is not None and _same_language(source, target):
+        if source is not None and same_language(source, target):
             return chain  # nothing to translate: the source text is the target text
         able = [b for b in chain if b.can_target(target)]
         if source is not None:
@@ -187,14 +183,14 @@ class TranslationStage:
         """The targets a caption in ``source`` gets from its text alone (for partials)."""
         plan, _ = self.route(source)
         out = [t for name, ts in plan.items() if not needs_audio(self.backends[name]) for t in ts]
-        return [t for t in self.targets if t in out or _same_language(source, t)]
+        return [t for t in self.targets if t in out or same_language(source, t)]
 
     def describe_routes(self, source: str | None = None) -> str:
         """'es ← apertium, en ← whisper' (the first backend each target would try)."""
         parts = []
         for t in self.targets:
             chain = self._chains[t]
-            if source is not None and _same_language(source, t):
+            if source is not None and same_language(source, t):
                 parts.append(f"{t} = the spoken language")
             elif source is not None:
                 able = [b.name for b in chain if b.supports(source, t)]
@@ -210,7 +206,7 @@ class TranslationStage:
         plan: dict[str, list[str]] = {}
         errors: dict[str, str] = {}
         for target in self.targets if targets is None else [t for t in self.targets if t in targets]:
-            if _same_language(source, target):
+            if same_language(source, target):
                 continue
             backend = next((b for b in self._chains[target] if b.supports(source, target)), None)
             if backend is None:
@@ -246,7 +242,7 @@ class TranslationStage:
             return result
         wanted = self.targets if targets is None else [t for t in self.targets if t in targets]
         for target in wanted:
-            if _same_language(source, target):
+            if same_language(source, target):
                 result.translations[target] = text
         plan, result.errors = self.route(source, wanted)
         for name, targets in plan.items():
@@ -423,7 +419,7 @@ class TranslationWorker:
             try:
                 if job.skipped:
                     reason = f"skipped: translation fell more than {self.max_pending} captions behind"
-                    same = {t for t in self.stage.targets if _same_language(caption.lang, t)}
+                    same = {t for t in self.stage.targets if same_language(caption.lang, t)}
                     result = TranslationResult(translations={t: caption.text for t in same},
                                                errors={t: reason for t in self.stage.targets if t not in same})
                 elif job.partial:

@@ -1,0 +1,297 @@
+"""A room's channel: its event log and the clients it reaches, with fan-out and back-pressure.
+
+Lives in, and is only touched from, the server's asyncio loop: no locks.
+
+Fan-out: an event is serialised once per distinct language selection and written straight
+into each client's transport while that client keeps up (empty queue, small write buffer);
+only a client that falls behind gets a queue (``Outbox``, pure), where a newer partial of an
+utterance replaces the queued one. A client whose queue overflows, or whose socket accepts
+nothing for ``client_timeout_s``, is closed with 1013 and resumes from its last ``seq`` when
+it returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from typing import Iterable
+
+from websockets.asyncio.server import ServerConnection, broadcast
+from websockets.exceptions import ConnectionClosed
+from websockets.protocol import State
+
+from .eventlog import Event, EventLog
+from .metrics import RoomMetrics
+from .protocol import (CLOSE_INTERNAL, CLOSE_POLICY, CLOSE_TRY_LATER, MAX_ERRORS, ProtocolError, dumps,
+                       error_message, text_frame)
+
+log = logging.getLogger("subtitler.server")
+
+CLOSE_TIMEOUT = 2.0  # a peer that does not answer our close frame is cut off after this
+WRITE_HIGH = 1 << 15  # bytes in a transport's buffer beyond which a client counts as behind
+
+
+class Overflow(Exception):
+    """A client's queue is full: it does not keep up and is closed."""
+
+
+class Outbox:
+    """What one client that fell behind still has to receive, coalesced by key. Pure.
+
+    Keys: ``("p", id)`` a partial (a newer one replaces it), ``("status",)`` (likewise),
+    ``("e", seq)`` any other event, ``("r", n)`` a reply. ``put`` raises Overflow once
+    ``limit`` messages wait.
+    """
+
+    __slots__ = ("limit", "_q")
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self._q: OrderedDict[tuple, bytes] = OrderedDict()
+
+    def put(self, key: tuple, data: bytes, drop: tuple | None = None) -> int:
+        """Queue ``data``; ``drop``: a key this message makes moot (a final drops its partial).
+        Returns how many queued partials it superseded."""
+        superseded = 0
+        if drop is not None and self._q.pop(drop, None) is not None:
+            superseded += 1
+        if key[0] in ("p", "status") and self._q.pop(key, None) is not None:
+            superseded += key[0] == "p"
+        if len(self._q) >= self.limit:
+            raise Overflow(f"too slow: {len(self._q)} events waiting")
+        self._q[key] = data
+        return superseded
+
+    def pop(self) -> bytes:
+        return self._q.popitem(last=False)[1]
+
+    def clear(self) -> None:
+        self._q.clear()
+
+    def __len__(self) -> int:
+        return len(self._q)
+
+
+class Client:
+    """One connection that receives messages: a screen, a console or a venue operator."""
+
+    __slots__ = ("ws", "role", "langs", "queue", "wake", "busy", "closing", "errors", "n")
+
+    def __init__(self, ws: ServerConnection, role: str, queue_limit: int, langs: frozenset[str] | None = None):
+        self.ws, self.role, self.langs = ws, role, langs
+        self.queue = Outbox(queue_limit)
+        self.wake = asyncio.Event()
+        self.busy = True  # the pump is sending (welcome/history first): no direct writes
+        self.closing = False
+        self.errors = 0
+        self.n = 0  # counter for reply keys
+
+
+def writable(ws: ServerConnection) -> bool:
+    """Frames may go straight to the transport: open, no fragmented send, no extension."""
+    return ws.protocol.state is State.OPEN and ws.send_in_progress is None and not ws.protocol.extensions
+
+
+def flush(direct: dict[bytes, list[ServerConnection]]) -> None:
+    """Write each message to the clients that keep up, framed once for all of them.
+
+    Server frames are unmasked and carry no extension (compression is off), so every client
+    gets the same bytes: building them once instead of per connection (as
+    ``websockets.broadcast`` does) halves the cost of a fan-out to 1000 screens. The checks
+    are ``broadcast``'s: the connection is open and not mid-way through a fragmented message.
+    """
+    for data, conns in direct.items():
+        frame = text_frame(data)
+        for ws in conns:
+            if writable(ws):
+                ws.transport.write(frame)
+            elif ws.protocol.state is State.OPEN:  # pragma: no cover - extensions negotiated
+                broadcast([ws], data, text=True)
+
+
+async def close_ws(ws: ServerConnection, code: int, reason: str) -> None:
+    """Close with a code; a peer that does not read our close frame is cut off after CLOSE_TIMEOUT."""
+    try:
+        async with asyncio.timeout(CLOSE_TIMEOUT):
+            await ws.close(code, reason)
+    except Exception:  # a timeout, or already gone
+        ws.transport.abort()
+
+
+class Fanout:
+    """Clients in groups (by role), each written directly while it keeps up, else queued."""
+
+    def __init__(self, metrics: RoomMetrics, *, client_queue: int, client_timeout_s: float,
+                 roles: Iterable[str]):
+        self.metrics = metrics
+        self.client_queue, self.client_timeout_s = client_queue, client_timeout_s
+        self.groups: dict[str, set[Client]] = {role: set() for role in roles}
+        self._tasks: set[asyncio.Task] = set()
+
+    # -- membership -------------------------------------------------------------------------
+    def join(self, ws: ServerConnection, role: str, first: list[bytes],
+             langs: frozenset[str] | None = None) -> tuple[Client, asyncio.Task]:
+        """Register a client and start its pump with ``first`` (welcome, history) to send."""
+        c = Client(ws, role, self.client_queue, langs)
+        self.groups[role].add(c)
+        pump = asyncio.ensure_future(self._pump(c, first))
+
+        def done(task: asyncio.Task) -> None:
+            if not task.cancelled() and task.exception() is not None:  # a bug: lose the client, log it
+                log.error("sending to %s failed", c.ws.remote_address, exc_info=task.exception())
+                self.close(c, CLOSE_INTERNAL, "internal error")
+        pump.add_done_callback(done)
+        return c, pump
+
+    def leave(self, c: Client, pump: asyncio.Task) -> None:
+        self.groups[c.role].discard(c)
+        c.closing = True
+        pump.cancel()
+
+    def clients(self) -> list[Client]:
+        return [c for group in self.groups.values() for c in group]
+
+    # -- sending ----------------------------------------------------------------------------
+    def offer(self, c: Client, key: tuple, data: bytes, direct: dict | None = None,
+              drop: tuple | None = None) -> None:
+        """Write ``data`` to ``c`` now if it keeps up, else queue it (coalescing by ``key``)."""
+        if c.closing:
+            return
+        if not c.queue and not c.busy and c.ws.transport.get_write_buffer_size() < WRITE_HIGH:
+            if direct is None:
+                flush({data: [c.ws]})
+            else:
+                direct.setdefault(data, []).append(c.ws)
+            return
+        try:
+            self.metrics.superseded += c.queue.put(key, data, drop)
+        except Overflow as e:
+            self._drop_slow(c, str(e))
+            return
+        c.wake.set()
+
+    def reply(self, c: Client, payload: dict) -> None:
+        c.n += 1
+        self.offer(c, ("r", c.n), dumps(payload))
+
+    def error(self, c: Client, e: ProtocolError) -> None:
+        self.metrics.protocol_errors += 1
+        c.errors += 1
+        self.reply(c, error_message(e.code, e.message))
+        if c.errors >= MAX_ERRORS:
+            self.close(c, CLOSE_POLICY, "too many bad messages")
+
+    def broadcast(self, payload: dict, roles: Iterable[str], key: tuple = ("status",)) -> None:
+        """One message (a status: a newer one replaces a queued one) to every client of ``roles``."""
+        data = dumps(payload)
+        direct: dict[bytes, list] = {}
+        for role in roles:
+            for c in tuple(self.groups[role]):
+                self.offer(c, key, data, direct)
+        flush(direct)
+
+    # -- closing ----------------------------------------------------------------------------
+    def _drop_slow(self, c: Client, reason: str) -> None:
+        self.metrics.slow_disconnects += 1
+        log.info("closing slow %s %s: %s", c.role, c.ws.remote_address, reason)
+        self.close(c, CLOSE_TRY_LATER, reason)
+
+    def close(self, c: Client, code: int, reason: str) -> None:
+        if c.closing:
+            return
+        c.closing = True
+        c.queue.clear()
+        self.groups[c.role].discard(c)
+        task = asyncio.ensure_future(close_ws(c.ws, code, reason))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def drain(self, seconds: float) -> None:
+        """Let queued messages reach the clients (up to ``seconds``)."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and any(
+                c.queue or c.ws.transport.get_write_buffer_size() for c in self.clients()):
+            await asyncio.sleep(0.02)
+
+    async def _pump(self, c: Client, first: list[bytes]) -> None:
+        """Sends what could not be written directly; closes the client if its socket stalls."""
+        try:
+            if first:  # welcome + history in one write: a room of screens joining at once stays cheap
+                if len(first) > 1 and writable(c.ws):
+                    c.ws.transport.write(b"".join(text_frame(d) for d in first[:-1]))
+                    first = first[-1:]
+                for data in first:  # send() waits for the buffer to drain, under the stall timeout
+                    await self._send(c, data)
+            while True:
+                while c.queue:
+                    await self._send(c, c.queue.pop())
+                c.busy = False
+                c.wake.clear()
+                await c.wake.wait()
+                c.busy = True
+        except TimeoutError:
+            self._drop_slow(c, f"read nothing for {self.client_timeout_s:g} s")
+        except ConnectionClosed:
+            pass
+
+    async def _send(self, c: Client, data: bytes) -> None:
+        async with asyncio.timeout(self.client_timeout_s):
+            await c.ws.send(data, text=True)
+
+
+class Channel(Fanout):
+    """One room's captions: its event log, its screens (``viewers``) and ``consoles``."""
+
+    def __init__(self, metrics: RoomMetrics, *, history: int, client_queue: int, client_timeout_s: float,
+                 languages: Iterable[str] = ()):
+        super().__init__(metrics, client_queue=client_queue, client_timeout_s=client_timeout_s,
+                         roles=("viewer", "console"))
+        self._languages = set(languages)
+        self.log = EventLog(history, languages=len(self._languages))
+        self.viewers, self.consoles = self.groups["viewer"], self.groups["console"]
+
+    @property
+    def languages(self) -> list[str]:
+        """Spoken and translated-into so far, with the room's targets."""
+        return sorted(self._languages)
+
+    def publish_caption(self, data: dict) -> Event:
+        data.pop("seq", None)  # the engine's caption seq; ours numbers every event
+        if data.get("lang"):
+            self._languages.add(data["lang"])
+        self._languages.update(data.get("translations") or ())
+        ev, _ = self.log.caption(data)
+        final = ev.kind == "final"
+        if final:
+            self.metrics.finals += 1
+        else:
+            self.metrics.partials += 1
+        # A queued partial of this utterance is stale now: the new partial or final replaces it.
+        self._fanout(ev, ("p", ev.id) if not final else ("e", ev.seq), drop=("p", ev.id) if final else None)
+        return ev
+
+    def publish_translation(self, caption_id: int, lang: str, text: str) -> None:
+        self._languages.add(lang)
+        self.metrics.translations += 1
+        ev = self.log.translation(caption_id, lang, text)
+        self._fanout(ev, ("e", ev.seq))
+
+    def clear(self) -> None:
+        ev = self.log.clear()
+        self._fanout(ev, ("e", ev.seq))
+
+    def _fanout(self, ev: Event, key: tuple, drop: tuple | None = None) -> None:
+        direct: dict[bytes, list[ServerConnection]] = {}
+        for c in tuple(self.viewers):  # a slow one may be dropped (removed) on the way
+            if ev.visible_to(c.langs):
+                self.offer(c, key, ev.wire(c.langs), direct, drop)
+        flush(direct)
+
+    def replay(self, since: int, session: str | None, session_id: str) -> tuple[bool, list[Event]]:
+        """What a screen resuming from ``since`` of ``session`` gets: (reset?, events)."""
+        log_ = self.log
+        reset = since > 0 and (since < log_.floor or since > log_.seq or
+                               (session is not None and session != session_id))
+        return reset, log_.after(0 if reset else since)

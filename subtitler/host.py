@@ -1,0 +1,311 @@
+"""The host: Whisper and the translation backends loaded once, one decode thread for every room.
+
+Rooms attach while they run (``Room.run``); the decode thread asks each attached room what it
+has due, lets ``scheduler.DecodeScheduler`` choose (finals of any room first, partials shared
+fairly) and runs the chosen decode — one at a time on a CPU, several rooms as one batch where
+the model says batching pays (a GPU). A partial whose room, or any other room, has a final
+waiting by the time its encoder pass is done is abandoned: partials never hold up a final.
+
+A model failure on one room's audio stops that room (``Room.fail``); the others go on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING, Iterable
+
+import numpy as np
+
+from .asr import Thresholds, WhisperASR
+from .captions import SAMPLE_RATE
+from .config import Config
+from .models import resolve_model
+from .scheduler import FINAL, PARTIAL, PAUSE, URGENCY_NAMES, DecodeScheduler, Offer
+from .translate import TranslationConfigError, TranslationStage, build_stage
+
+if TYPE_CHECKING:
+    from .room import Room
+
+log = logging.getLogger("subtitler")
+
+URGENCY = {"final": FINAL, "pause": PAUSE, "partial": PARTIAL}
+IDLE_WAIT_S = 0.02  # partials fall due by the clock, not only on events: look again this often
+# Auto capacity: rooms the host takes = this budget over one measured final-grade decode pass,
+# calibrated with bench/rooms.py on a 2-core CPU (README, "A venue"): an estimate, which
+# server.max_rooms replaces.
+CAPACITY_BUDGET_S = 0.9
+MAX_AUTO_ROOMS = 64
+
+
+class CapacityError(ValueError):
+    """Opening one more room would slow every room: refused with what to do instead."""
+
+
+def load_asr(config: Config, progress: bool = True) -> WhisperASR:
+    """Resolve and load the Whisper model (once per process)."""
+    a = config.asr
+    path = resolve_model(a.model, a.models_dir, progress=progress)
+    asr = WhisperASR(path, a.device, a.compute_type, a.cpu_threads,
+                     Thresholds(a.no_speech_threshold, a.logprob_threshold, a.compression_ratio_threshold),
+                     a.encoder)
+    if a.language != "auto" and a.language not in asr.languages:
+        raise ValueError(f"asr.language = '{a.language}' is not a language of model '{a.model}'; "
+                         f"allowed: auto, {', '.join(asr.languages)}")
+    return asr
+
+
+def check_translation(config: Config) -> None:
+    if config.translate.targets and config.asr.task == "translate":
+        raise TranslationConfigError(
+            "asr.task = 'translate' turns the captions into English, so there is no source text to "
+            "translate from; keep asr.task = 'transcribe' and add 'en' to translate.targets instead")
+
+
+class Host:
+    """Owns the models and the decode thread. ``Host(asr)`` for a given model (tests,
+    ``transcribe``); ``Host.load(config)`` loads what a venue's rooms need."""
+
+    def __init__(self, asr: WhisperASR, *, translation: TranslationStage | None = None,
+                 config: Config | None = None, max_rooms: int = 0):
+        self.asr = asr
+        self.config = config or Config()
+        self.translation = translation  # backends for every target any room may ask for
+        batch = getattr(asr, "batch_size", 1) if getattr(asr, "batch_benefit", False) else 1
+        self.scheduler = DecodeScheduler(max_batch=max(1, batch))
+        self._max_rooms = max_rooms
+        self.final_decode_s: float | None = None  # measured by measure_capacity()
+        self._rooms: dict[str, "Room"] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(threading.Lock())
+        self._woken = False
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self.decodes = 0
+        self.abandoned_for_finals = 0
+        self.batches = 0
+
+    @classmethod
+    def load(cls, config: Config, *, rooms: Iterable[Config] = (), progress: bool = True) -> "Host":
+        """Load Whisper once, and the translation backends for the venue's targets and every
+        room's (``rooms``: each room's ``Config.for_room``)."""
+        rooms = list(rooms)
+        for c in [config, *rooms]:
+            check_translation(c)
+        asr = load_asr(config, progress=progress)
+        targets = list(dict.fromkeys(t for c in [config, *rooms] for t in c.translate.targets))
+        stage = None
+        if targets:
+            # The backends are what is shared; each room's stage brings its own glossary.
+            stage = build_stage(dataclasses.replace(config.translate, targets=targets), asr=asr,
+                                glossary=config.glossary, source=None)
+            stage.warmup()
+        return cls(asr, translation=stage, config=config, max_rooms=config.server.max_rooms)
+
+    # -- translation per room -------------------------------------------------------------
+    def stage_for(self, config: Config) -> TranslationStage | None:
+        """The room's translation: its targets and source, on the backends loaded once.
+        A target nothing loaded can produce raises TranslationConfigError."""
+        targets = config.translate.targets
+        if not targets:
+            return None
+        check_translation(config)
+        if self.translation is None:  # the venue started without targets: load them now
+            self.translation = build_stage(config.translate, asr=self.asr, glossary=config.glossary, source=None)
+        t = config.translate
+        stage = TranslationStage(targets, self.translation.backends.values(), backend=t.backend,
+                                 overrides={k: v for k, v in t.parsed_overrides.items() if k in targets},
+                                 glossary=config.glossary,
+                                 source=None if config.asr.language == "auto" else config.asr.language,
+                                 slow_s=t.slow_s)
+        stage.warmup()
+        return stage
+
+    def close(self) -> None:
+        self.stop()
+        if self.translation is not None:
+            self.translation.close()
+
+    # -- capacity -------------------------------------------------------------------------
+    def measure_capacity(self) -> float:
+        """Time one final-grade decode pass (3 s of silence at the final's beam: the encoder
+        pass and the decoder's start, which dominate a short final) after a warm-up call."""
+        audio = np.zeros(3 * SAMPLE_RATE, np.int16)
+        language = "en" if "en" in self.asr.languages else None
+        beam = self.config.asr.beam_size
+        self.asr.decode(audio, language=language, beam_size=beam, fallback=False)  # warms caches up
+        t0 = time.perf_counter()
+        self.asr.decode(audio, language=language, beam_size=beam, fallback=False)
+        self.final_decode_s = time.perf_counter() - t0
+        return self.final_decode_s
+
+    @property
+    def capacity_measured(self) -> bool:
+        return self._max_rooms <= 0
+
+    @property
+    def max_rooms(self) -> int:
+        if self._max_rooms > 0:
+            return self._max_rooms
+        if self.final_decode_s is None:
+            self.measure_capacity()
+        return max(1, min(MAX_AUTO_ROOMS, int(CAPACITY_BUDGET_S / max(self.final_decode_s, 1e-3))))
+
+    def capacity(self) -> dict:
+        with self._lock:
+            rooms = list(self._rooms.values())
+        lagging = [r.name for r in rooms if r.stats().lag > 5.0]
+        return {"rooms": len(rooms), "max_rooms": self.max_rooms, "overloaded": bool(lagging),
+                "lagging": lagging}
+
+    def check_room_for(self, open_rooms: int) -> None:
+        """CapacityError when one more room (with ``open_rooms`` open) would be too many."""
+        limit = self.max_rooms
+        if open_rooms >= limit:
+            how = ("server.max_rooms" if self._max_rooms > 0 else
+                   f"measured: one final decode takes {self.final_decode_s:.2f} s on {self.asr.device}")
+            raise CapacityError(f"the host is at capacity: {open_rooms} rooms open, at most {limit} "
+                                f"({how}); close a room first, or set server.max_rooms higher if the "
+                                f"rooms are rarely all speaking at once")
+
+    # -- rooms attach while they run ------------------------------------------------------------
+    def attach(self, room: "Room") -> None:
+        with self._lock:
+            if room.name in self._rooms and self._rooms[room.name] is not room:
+                raise ValueError(f"a room named '{room.name}' is already running on this host")
+            self._rooms[room.name] = room
+        self._start()
+        self.wake()
+
+    def detach(self, room: "Room") -> None:
+        with self._lock:
+            if self._rooms.get(room.name) is room:
+                del self._rooms[room.name]
+        self.scheduler.forget(room.name)
+
+    @property
+    def rooms(self) -> list["Room"]:
+        with self._lock:
+            return list(self._rooms.values())
+
+    @property
+    def running(self) -> bool:
+        return not self._stopping
+
+    def wake(self) -> None:
+        """A room has news (speech began or ended): look at the offers now."""
+        with self._wake:
+            self._woken = True
+            self._wake.notify()
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._thread is not None and self._thread.is_alive():
+                return
+            self._stopping = False
+            self._thread = threading.Thread(target=self._decode_loop, name="subtitler-decode", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the decode thread (rooms still waiting for decodes give up waiting)."""
+        self._stopping = True
+        self.wake()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(10)
+        for room in self.rooms:
+            room.wake()
+
+    # -- the decode thread ----------------------------------------------------------------------
+    def _decode_loop(self) -> None:
+        while not self._stopping:
+            rooms = {r.name: r for r in self.rooms}
+            offers = []
+            for room in rooms.values():
+                kind = room.due()
+                if kind is not None:
+                    offers.append(Offer(room.name, URGENCY[kind]))
+            now = time.monotonic()
+            if offers:
+                wait = self.scheduler.wait_for_batch(offers, now)
+                if wait > 0:
+                    time.sleep(wait)
+                    continue
+            if not offers:
+                with self._wake:
+                    if not self._woken:
+                        self._wake.wait(IDLE_WAIT_S)
+                    self._woken = False
+                continue
+            jobs = []
+            for offer in self.scheduler.choose(offers, now):
+                room = rooms[offer.room]
+                job = room.take_job()
+                if job is not None:
+                    jobs.append((room, job))
+            if len(jobs) > 1:
+                self._decode_batch(jobs)
+            elif jobs:
+                self._decode_one(*jobs[0])
+
+    def _abandon(self, room: "Room", job) -> bool:
+        """Asked after the encoder pass: drop this decode's text generation?"""
+        if room.is_stale(job):
+            return True
+        if job.final or job.may_finalize:
+            return False
+        if any(r.final_waiting() for r in self.rooms if r is not room):
+            self.abandoned_for_finals += 1
+            return True
+        return False
+
+    def _decode_one(self, room: "Room", job) -> None:
+        try:
+            decoding = self.asr.decode(job.audio, language=job.language, prior=job.prior, task=job.task,
+                                       beam_size=job.beam_size, prefix=job.prefix, prompt=job.prompt,
+                                       fallback=job.fallback, abandon=lambda: self._abandon(room, job))
+        except Exception as e:  # surface it in that room's run(); the other rooms go on
+            log.exception("decoding failed in room %s", room.name)
+            room.fail(e)
+            return
+        self.decodes += 1
+        room.finish_job(job, decoding)
+
+    def _decode_batch(self, jobs: list) -> None:
+        """Several rooms' decodes in one model call (where the model says batching pays)."""
+        from .asr import DecodeRequest
+
+        requests = [DecodeRequest(job.audio, language=job.language, prior=job.prior, task=job.task,
+                                  beam_size=job.beam_size, prefix=job.prefix, prompt=job.prompt,
+                                  fallback=job.fallback, abandon=(lambda r=room, j=job: self._abandon(r, j)))
+                    for room, job in jobs]
+        try:
+            decodings = self.asr.decode_batch(requests)
+        except Exception:  # one bad item must not take the others down: decode them one by one
+            log.exception("batched decoding failed; decoding the %d rooms one by one", len(jobs))
+            for room, job in jobs:
+                self._decode_one(room, job)
+            return
+        self.batches += 1
+        for (room, job), decoding in zip(jobs, decodings):
+            self.decodes += 1
+            room.finish_job(job, decoding)
+
+    def metrics_text(self) -> str:
+        """Host-level lines for /metrics: the decoder's work, shared by every room."""
+        s = self.scheduler
+        lines = ["# HELP subtitler_host_decodes_total Decodes the host ran, by what was chosen.",
+                 "# TYPE subtitler_host_decodes_total counter"]
+        lines += [f'subtitler_host_decodes_total{{kind="{URGENCY_NAMES[k]}"}} {n}' for k, n in s.chosen.items()]
+        lines += ["# HELP subtitler_host_partials_abandoned_total Partials dropped after their encoder "
+                  "pass because a room had a final waiting.",
+                  "# TYPE subtitler_host_partials_abandoned_total counter",
+                  f"subtitler_host_partials_abandoned_total {self.abandoned_for_finals}",
+                  "# HELP subtitler_host_rooms Rooms decoding on this host.",
+                  "# TYPE subtitler_host_rooms gauge",
+                  f"subtitler_host_rooms {len(self.rooms)}",
+                  "# HELP subtitler_host_max_rooms Rooms this host takes before it refuses another.",
+                  "# TYPE subtitler_host_max_rooms gauge",
+                  f"subtitler_host_max_rooms {self._max_rooms if self._max_rooms > 0 else self.max_rooms}"]
+        return "\n".join(lines) + "\n"

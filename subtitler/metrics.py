@@ -1,0 +1,116 @@
+"""What /metrics says: each room's counters, and the Prometheus text of every room at once.
+
+Pure: no sockets, no clocks. ``RoomMetrics`` is counted by the room's channel and ingest;
+``render`` writes one family per metric with a ``room="NAME"`` sample per room, then the
+host's own lines (``Server.set_host_metrics``) as they come.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from .captions import SessionStats
+
+LATENCY_BUCKETS = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
+RECENT_LATENCIES = 200  # the status's final_latency_p50 is over these
+
+
+@dataclass
+class RoomMetrics:
+    partials: int = 0
+    finals: int = 0
+    translations: int = 0
+    superseded: int = 0  # queued partials replaced by a newer one (or by the final)
+    slow_disconnects: int = 0
+    protocol_errors: int = 0
+    audio_seconds_received: float = 0.0
+    latency_sum: float = 0.0
+    latency_count: int = 0
+    latency_buckets: list[int] = field(default_factory=lambda: [0] * len(LATENCY_BUCKETS))
+    recent_latencies: deque = field(default_factory=lambda: deque(maxlen=RECENT_LATENCIES))
+
+    def record_latency(self, latency: float) -> None:
+        latency = max(0.0, latency)
+        self.recent_latencies.append(latency)
+        self.latency_sum += latency
+        self.latency_count += 1
+        for i, le in enumerate(LATENCY_BUCKETS):
+            if latency <= le:
+                self.latency_buckets[i] += 1
+
+    def latency_p50(self) -> float | None:
+        lat = sorted(self.recent_latencies)
+        return lat[len(lat) // 2] if lat else None
+
+
+@dataclass
+class RoomSample:
+    """One room's numbers at the moment /metrics is read."""
+
+    name: str
+    metrics: RoomMetrics
+    stats: SessionStats | None
+    viewers: int
+    consoles: int
+    paused: bool
+
+
+def _value(v: float | int) -> str:
+    return f"{v:.10g}" if isinstance(v, float) else str(v)
+
+
+def render(rooms: list[RoomSample], *, uptime: float, host_text: str = "") -> str:
+    """Prometheus text format (0.0.4): every per-room sample labelled with its room."""
+    lines: list[str] = []
+
+    def family(name: str, kind: str, help_: str, samples) -> None:
+        lines.append(f"# HELP {name} {help_}")
+        lines.append(f"# TYPE {name} {kind}")
+        for suffix, labels, value in samples:
+            lines.append(f"{name}{suffix}{{{labels}}} {_value(value)}" if labels else f"{name}{suffix} {_value(value)}")
+
+    def per_room(fn, extra: str = "") -> list:
+        return [("", f'room="{r.name}"' + (f",{extra}" if extra else ""), fn(r)) for r in rooms]
+
+    def stat(fn, default):
+        return lambda r: fn(r.stats) if r.stats else default
+
+    family("subtitler_captions_total", "counter", "Captions published to the room, by kind.",
+           per_room(lambda r: r.metrics.finals, 'kind="final"') + per_room(lambda r: r.metrics.partials,
+                                                                             'kind="partial"'))
+    family("subtitler_translations_total", "counter", "Translations published after their caption.",
+           per_room(lambda r: r.metrics.translations))
+    histogram = []
+    for r in rooms:
+        m, room = r.metrics, f'room="{r.name}"'
+        for le, n in zip(LATENCY_BUCKETS, m.latency_buckets):
+            histogram.append(("_bucket", f'{room},le="{le:g}"', n))
+        histogram += [("_bucket", f'{room},le="+Inf"', m.latency_count), ("_sum", room, float(m.latency_sum)),
+                      ("_count", room, m.latency_count)]
+    family("subtitler_final_latency_seconds", "histogram", "From the end of speech to its final caption.",
+           histogram)
+    family("subtitler_lag_seconds", "gauge", "Audio received but not yet decoded.",
+           per_room(stat(lambda st: float(round(st.lag, 3)), 0.0)))
+    family("subtitler_audio_seconds", "gauge", "Audio the room's session has heard.",
+           per_room(stat(lambda st: float(round(st.audio_seconds, 3)), 0.0)))
+    family("subtitler_viewers", "gauge", "Connected screens.", per_room(lambda r: r.viewers))
+    family("subtitler_consoles", "gauge", "Connected, authenticated consoles.", per_room(lambda r: r.consoles))
+    family("subtitler_audio_dropped_blocks_total", "counter", "Audio blocks lost because the capture queue was full.",
+           per_room(stat(lambda st: st.dropped_frames, 0)))
+    family("subtitler_audio_received_seconds_total", "counter", "Audio received on /ws/audio.",
+           per_room(lambda r: float(round(r.metrics.audio_seconds_received, 3))))
+    family("subtitler_messages_dropped_total", "counter", "Messages not sent: queued partials replaced by a newer one.",
+           per_room(lambda r: r.metrics.superseded, 'reason="superseded"'))
+    family("subtitler_clients_disconnected_total", "counter", "Clients closed with 1013 because they did not keep up.",
+           per_room(lambda r: r.metrics.slow_disconnects, 'reason="slow"'))
+    family("subtitler_protocol_errors_total", "counter", "Malformed, unknown or refused client messages.",
+           per_room(lambda r: r.metrics.protocol_errors))
+    family("subtitler_paused", "gauge", "1 while captioning is paused.", per_room(lambda r: int(r.paused)))
+    family("subtitler_rooms", "gauge", "Rooms this server serves.", [("", "", len(rooms))])
+    family("subtitler_uptime_seconds", "gauge", "Seconds since the server started.",
+           [("", "", float(round(uptime, 3)))])
+    text = "\n".join(lines) + "\n"
+    if host_text:
+        text += host_text if host_text.endswith("\n") else host_text + "\n"
+    return text
