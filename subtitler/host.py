@@ -98,9 +98,12 @@ class Host:
         targets = list(dict.fromkeys(t for c in [config, *rooms] for t in c.translate.targets))
         stage = None
         if targets:
-            # The backends are what is shared; each room's stage brings its own glossary.
+            # The backends are what is shared; each room's stage brings its own glossary. With
+            # one fixed spoken language everywhere, targets are checked against it now.
+            spoken = {c.asr.language for c in [config, *rooms]}
+            source = spoken.pop() if len(spoken) == 1 and "auto" not in spoken else None
             stage = build_stage(dataclasses.replace(config.translate, targets=targets), asr=asr,
-                                glossary=config.glossary, source=None)
+                                glossary=config.glossary, source=source)
             stage.warmup()
         return cls(asr, translation=stage, config=config, max_rooms=config.server.max_rooms)
 

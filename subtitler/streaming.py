@@ -179,7 +179,10 @@ class StreamingPolicy:
     def next_job(self, now: float) -> DecodeJob | None:
         """The decode to run next, or None. Call only when the decoder is idle."""
         due = self._due(now)
-        return None if due is None else self._job(*due)
+        if due is None:
+            return None
+        live, final, hurry = due
+        return self._job(live, now, final=final, hurry=hurry)
 
     def due(self, now: float) -> str | None:
         """What ``next_job`` would return, without taking it: "final" (an ended utterance),

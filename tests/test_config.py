@@ -566,8 +566,8 @@ def room_error(tmp_path, toml: str) -> str:
                                      "1 to 32 lower-case letters, digits, '-' or '_'"]),
     ('[rooms."main hall"]\n', ["room name 'main hall' is not allowed"]),
     ('[rooms."-x"]\n', ["room name '-x' is not allowed"]),
-    ('[rooms.hall]\ntitel = "x"\n', ["unknown key 'titel' in [rooms.hall]",
-                                     "allowed keys: title, token, language, targets, input, device, realtime, glossary"]),
+    ('[rooms.hall]\ntitel = "x"\n', ["unknown key 'titel' in [rooms.hall]", "allowed keys: title, token, "
+                                     "language, targets, input, device, realtime, glossary"]),
     ('[rooms.hall]\nlanguage = "english"\n', ["[rooms.hall] language = 'english'", "not a language code",
                                               "allowed: auto or a language code"]),
     ('[rooms.hall]\nlanguage = 3\n', ["[rooms.hall] language = 3", "expected text"]),

@@ -202,6 +202,7 @@ def test_live_page_on_a_phone_shows_its_room_in_the_picked_language(phone, venue
     assert [line["id"] for line in lines(page)] == [1, 2, 3, 4]
     page.select_option("#lang", "zh")
     page.wait_for_selector("#typing:not([hidden])")  # its Chinese is still to come
+    screenshot(page, "live-phone-typing.png")
     hall.sink.on_translation(4, "zh", "现在请我们的第一位演讲者李博士。")
     wait_text(page, "现在请我们的第一位演讲者李博士。")
     assert page.is_hidden("#typing")
@@ -296,11 +297,9 @@ def test_live_page_resumes_after_a_server_side_disconnect_without_duplicates(pho
     every line exactly once."""
     server, hall, _ = venue
     hellos: list[dict] = []
-    routes: list = []
 
-    def route(ws):
+    def route(ws):  # only to read what the page says; everything passes through
         upstream = ws.connect_to_server()
-        routes.append(ws)
 
         def from_page(message):
             if isinstance(message, str) and '"hello"' in message:
@@ -318,9 +317,12 @@ def test_live_page_resumes_after_a_server_side_disconnect_without_duplicates(pho
     wait_text(page, HALL[1][1])
     seq = page.evaluate("subtitlerLive.state.seq")
 
-    routes[0].close(code=1011, reason="server restarting a worker")  # the server's side goes away
+    # the server closes the page's connection (as it does a screen that fell too far behind)
+    for ws in list(hall.connections):
+        server.run_blocking(ws.close(1013, "try again later"), 5)
     page.wait_for_function("document.body.dataset.conn === 'reconnecting'", timeout=5_000)
     assert "reconnecting" in page.text_content("#conn")
+    screenshot(page, "live-phone-reconnecting.png")
     publish_hall(hall, start=3, items=HALL[2:])  # said while the phone was away
     page.wait_for_function("subtitlerLive.state.connects >= 2", timeout=15_000)
     wait_text(page, HALL[2][1])
@@ -399,7 +401,10 @@ def test_overlay_and_console_under_a_room_path_talk_to_that_room_only(desktop, v
     assert url(server, "/rooms/hall/live.html?lang=zh") in links
     console.wait_for_function("(t) => document.getElementById('transcript').textContent.includes(t)", arg=HALL[0][0])
     assert FORUM[0][0] not in console.text_content("#transcript")
+    console.wait_for_function("document.getElementById('room').textContent === 'Main hall (hall)'")
     screenshot(console, "console-room-hall.png")
+    console.locator("#phones").scroll_into_view_if_needed()
+    console.locator(".side").screenshot(path=str(ARTIFACTS / "console-room-hall-phones.png"))
 
     # the hall's token opens nothing of the forum: its console asks for a token again
     other = desktop.new_page()

@@ -11,8 +11,8 @@ import time
 import pytest
 
 from subtitler.captions import Caption
-from subtitler.translate import (SentenceCache, TranslationConfigError, TranslationStage, TranslationWorker,
-                                 split_sentences)
+from subtitler.translate import (SentenceCache, TranslateConfig, TranslationConfigError, TranslationStage,
+                                 TranslationWorker, build_stage, split_sentences)
 from subtitler.translate.stage import join_sentences
 
 
@@ -150,3 +150,18 @@ def test_worker_without_partial_translation_ignores_partials_and_a_file_never_sk
     assert worker.close(timeout=None)
     assert [i for i, _ in got] == list(range(1, 21)) and worker.skipped == 0
     assert all(not r.errors for _, r in got)
+
+
+# -- the [translate] section, as build_stage takes it --------------------------------------------------
+
+def test_translate_config_is_the_section_and_its_overrides_parse_once():
+    t = TranslateConfig(targets=["en", "es"], overrides=["en=whisper", "es = apertium"])
+    assert t.parsed_overrides == {"en": "whisper", "es": "apertium"}
+    assert TranslateConfig().parsed_overrides == {} and TranslateConfig().partials is False
+    with pytest.raises(TranslationConfigError, match="not target=backend"):
+        TranslateConfig(overrides=["en:whisper"]).parsed_overrides
+    assert build_stage(TranslateConfig()) is None  # no targets: no stage, nothing loaded
+    # an override for a target the settings do not have is refused at start, naming it
+    with pytest.raises(TranslationConfigError, match="'fr', which is not one of the targets"):
+        TranslationStage(["es"], [Fake("apertium", {"es"})], overrides=TranslateConfig(
+            targets=["es"], overrides=["fr=apertium"]).parsed_overrides)

@@ -118,6 +118,21 @@ def test_invalid_options_are_refused(bad):
         VadOptions(**bad)
 
 
+def test_every_option_is_a_documented_setting_of_the_vad_section():
+    # VadOptions is config.toml's [vad]: each field carries the help and bounds the config checks
+    from dataclasses import fields
+
+    from subtitler.settings import is_setting
+
+    for f in fields(VadOptions):
+        assert is_setting(f) and f.metadata["help"], f.name
+        lo, hi, choices = f.metadata["lo"], f.metadata["hi"], f.metadata["choices"]
+        if lo is not None:
+            assert lo <= f.default <= hi, f.name
+        if choices is not None:
+            assert f.default in choices, f.name
+
+
 # -- the real webrtcvad on synthetic audio ---------------------------------------------------
 
 def tone(seconds: float, f0: float = 180.0, amp: float = 12000) -> np.ndarray:

@@ -388,8 +388,9 @@
       document.title = "subtitler · console · " + (room ? room + " · " : "") + (m.session || "");
       if (info.resync) return;  // asked again from its start, at once
       if (typeof m.paused === "boolean" && state.paused === null) showPaused(m.paused);
-      noteLanguages(viewer.state.languages);
+      // the spoken language first, then the room's translations
       if (viewer.state.sourceLanguage) noteLanguages([viewer.state.sourceLanguage]);
+      noteLanguages(viewer.state.languages);
       loadFiles();
     },
     event: function (m) {
@@ -448,6 +449,26 @@
     });
   }
   showPhones();
+
+  // ---- which room this is: its name at once, its title from the venue ---------------------------
+  function showRoom(label) {
+    var el = $("room");
+    el.hidden = !label;
+    text(el, label || "");
+  }
+  showRoom(room || "");
+  fetch("/api/venue", { cache: "no-store" }).then(function (r) {
+    if (!r.ok) throw new Error("HTTP " + r.status);
+    return r.json();
+  }).then(function (venue) {
+    var rooms = venue && Array.isArray(venue.rooms) ? venue.rooms : [];
+    var mine = rooms.filter(function (x) { return x && (room ? x.name === room : rooms.length === 1); })[0];
+    if (mine && typeof mine.title === "string" && mine.title.trim() && mine.title !== mine.name) {
+      showRoom(mine.title + " (" + mine.name + ")");
+    } else if (mine && rooms.length > 1) {
+      showRoom(mine.name);
+    }
+  }).catch(function () { /* an older server: no venue */ });
 
   // ---- transcript files -------------------------------------------------------------------------
   // Listed by the server as [{"name": "captions.srt", "format": "srt", "url": "/…"}], either in the

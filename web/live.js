@@ -281,8 +281,8 @@
   function onWelcome(m, info) {
     if (info.reset) clearFeed();  // a new session (ids start again), or the server said so
     var v = viewer.state;
+    if (v.sourceLanguage) addLanguages([v.sourceLanguage]);  // the spoken language first
     addLanguages(v.languages);
-    if (v.sourceLanguage) addLanguages([v.sourceLanguage]);
     if (!choice.lang) pick(defaultLanguage(), false);
     showPaused(v.paused);
   }
