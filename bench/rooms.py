@@ -116,10 +116,10 @@ def run_venue(n: int, streams: list[dict], model: str, extra: list[str], timeout
     captions = {name: [] for name in names}
     lags = {name: [] for name in names}
     done = threading.Event()
-    loop = asyncio.new_event_loop()
-    watchers = threading.Thread(target=loop.run_until_complete, daemon=True, args=(asyncio.gather(*(
-        watch(f"ws://127.0.0.1:{port}/rooms/{name}/ws/view", captions[name], lags[name], done)
-        for name in names)),))
+    async def watch_all() -> None:
+        await asyncio.gather(*(watch(f"ws://127.0.0.1:{port}/rooms/{name}/ws/view", captions[name], lags[name], done)
+                               for name in names))
+    watchers = threading.Thread(target=asyncio.run, args=(watch_all(),), daemon=True)
     watchers.start()
     time.sleep(0.5)
     sources = {name: LoggedFile(Path(s["wav"])) for name, s in zip(names, streams)}

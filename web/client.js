@@ -44,7 +44,8 @@
   function autonym(code) {
     if (!(code in nameCache)) {
       var name = "";
-      try { name = new Intl.DisplayNames([code], { type: "language" }).of(code) || ""; } catch (e) { /* old browser */ }
+      var tag = String(code).replace(/_/g, "-");  // zho_Hant → zho-Hant, a BCP 47 tag
+      try { name = new Intl.DisplayNames([tag], { type: "language" }).of(tag) || ""; } catch (e) { /* not a tag Intl knows */ }
       nameCache[code] = name && canonical(name) !== canonical(code) ?
         name.charAt(0).toLocaleUpperCase(code) + name.slice(1) : "";
     }

@@ -1,13 +1,15 @@
-/* subtitler overlay: the viewer side of protocol v1 (docs/protocol.md), no dependencies.
+/* subtitler overlay: the viewer side of protocol v1 (docs/protocol.md), no dependencies but
+ * client.js.
  *
- * One WebSocket to /ws/view (/rooms/NAME/ws/view for a page under /rooms/NAME/). Captions are keyed by utterance id: a partial creates or
- * rewrites the line of its utterance, the final replaces it in place, an empty final
- * removes it. Every language is a block of exactly `lines` lines; content sits at the
- * block's bottom and grows upward, and each change of its height is animated (FLIP), so
- * lines roll up smoothly. The connection resumes from the last `seq` after any failure,
- * with exponential back-off and jitter; 5 s without a message (the server sends `status`
- * every second) counts as a dead connection. The connection, resuming and the captions by id
- * are client.js's (shared with the other pages); this file draws.
+ * One WebSocket to this page's room: /rooms/NAME/ws/view under /rooms/NAME/, /ws/view at the
+ * root. Captions are keyed by utterance id: a partial creates or rewrites the line of its
+ * utterance, the final replaces it in place, an empty final removes it. Every language is a
+ * block of exactly `lines` lines; content sits at the block's bottom and grows upward, and each
+ * change of its height is animated (FLIP), so lines roll up smoothly. The connection resumes
+ * from the last `seq` after any failure, with exponential back-off and jitter; 5 s without a
+ * message (the server sends `status` every second) counts as a dead connection. The
+ * connection, resuming and the captions by id are client.js's (shared with the other pages);
+ * this file draws.
  *
  * Caption text only ever reaches the page through textContent.
  */

@@ -44,7 +44,7 @@
   var englishNames = null;
   try { englishNames = new Intl.DisplayNames(["en"], { type: "language" }); } catch (e) { /* old browser */ }
   function englishName(code) {
-    try { return (englishNames && englishNames.of(code)) || code; } catch (e) { return code; }
+    try { return (englishNames && englishNames.of(String(code).replace(/_/g, "-"))) || code; } catch (e) { return code; }
   }
 
   // A room's page as the server names it (a path on this server), else the contract's own.
