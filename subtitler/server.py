@@ -68,7 +68,7 @@ class Server:
     ``add_room()`` gives a room its URLs and returns its ``RoomLink`` (before or after
     ``start``); ``stop()`` lets queued captions drain, closes every client with 1001 and joins
     the thread. ``token`` is the venue token: it opens every room's console and audio, and
-    /ws/venue.
+    /ws/venue. ``languages`` only serves the single-room calls at the end of the class.
     """
 
     def __init__(self, config: ServerConfig, *, web_dir: Path | None = None, live: bool = True,

@@ -511,6 +511,13 @@ def test_venue_page_lists_every_room_with_its_state_languages_and_qr_codes(deskt
         server.remove_room("studio")
         page.wait_for_function("document.querySelector('.room[data-room=studio]') === null", timeout=5_000)
 
+        # an overlay address with options, for a room picked from the venue's
+        page.click(".builder-card summary")
+        page.select_option("#builder-room", "forum")
+        page.fill("#builder [name=lang]", "en,zh")
+        page.fill("#builder [name=size]", "40")
+        assert page.input_value("#url") == url(server, "/rooms/forum/overlay.html?lang=en,zh&size=40")
+
         # a phone link opens the audience page in that language, a screen link the overlay
         with desktop.expect_page() as opened:
             page.click(".room[data-room=hall] tr[data-lang=zh] a.live-link")

@@ -175,6 +175,11 @@ def test_a_rooms_token_opens_only_that_room_and_the_venue_token_opens_every_room
             assert await recv_json(ws) == {"type": "ok", "command": "end"}
             assert np.array_equal(np.concatenate(blocks), audio)
             assert hall.ingest.pushed_seconds == 0 and hall.metrics.audio_seconds_received == 0
+            # A page from another site is refused before any token, on every room's console and audio.
+            for path in ("/rooms/hall/ws/control", "/rooms/forum/ws/audio"):
+                with pytest.raises(InvalidStatus) as e:
+                    await connect(url(server, path), origin="http://evil.example")
+                assert e.value.response.status_code == 403
             # Screens need no token and steer nothing.
             viewer, _ = await screen(server, "forum")
             assert (await command(viewer, {"type": "resume", "token": VENUE_TOKEN}))["code"] == "viewer_read_only"
@@ -188,7 +193,8 @@ def test_a_rooms_token_opens_only_that_room_and_the_venue_token_opens_every_room
 def test_api_venue_lists_every_room_with_its_state_languages_and_pages():
     with venue() as server:
         hall, forum = server.rooms["hall"], server.rooms["forum"]
-        lobby, annex = server.add_room("lobby"), server.add_room("annex", title="Annex", languages=["de"])
+        lobby = server.add_room("lobby")
+        server.add_room("annex", title="Annex", languages=["de"])
         controls = Controls()
         hall.attach(controls)
         controls.pause()  # hall: paused
@@ -393,7 +399,7 @@ def test_send_to_a_room_feeds_that_room(tmp_path):
         out = io.StringIO()
         assert send_audio(FileSource(wav), f"{HOST}:{server.port}", FORUM_TOKEN, out=out, room="forum") == 0
         consumer.join(10)
-        assert f"/rooms/forum/ws/audio" in out.getvalue()
+        assert "/rooms/forum/ws/audio" in out.getvalue()
         assert np.array_equal(np.concatenate(got), audio)
         assert server.rooms["hall"].metrics.audio_seconds_received == 0
 

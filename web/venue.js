@@ -122,7 +122,7 @@
     c.table = el("table", "langs");
     var thead = el("thead");
     var tr = el("tr");
-    ["Language", "Screens (overlay)", "Phones"].forEach(function (h) { tr.appendChild(el("th", "", h)); });
+    ["Language", "Screens", "Phones"].forEach(function (h) { tr.appendChild(el("th", "", h)); });
     thead.appendChild(tr);
     c.table.appendChild(thead);
     c.rows = el("tbody");
@@ -333,7 +333,7 @@
           if (!state.canOpen) say("This server serves a fixed set of rooms (subtitler run): rooms cannot be opened or closed here.", false, true);
           return;
         }
-        if (m.type === "venue" || (m.type === undefined && Array.isArray(m.rooms))) { render(m); return; }
+        if (m.type === "venue") { render(m); return; }
         if (m.type === "ok") { done(m); return; }
         if (m.type === "error") {
           if (m.code === "unauthorized") {
