@@ -335,7 +335,8 @@ def cmd_run(config: Config) -> int:
                   file=sys.stderr, flush=True)
         venue.prepare(runner)
         _interruptible(runner.source.stop, runner.source._stop.is_set)
-        print(f"Listening to {runner.source.description}. Transcripts go to {runner.out_dir}/<date_time>/. "
+        runner.begin_session()
+        print(f"Listening to {runner.source.description}. Transcripts go to {runner.writer.folder}/. "
               f"Ctrl-C stops.", file=sys.stderr, flush=True)
         result = runner.run_session()
         room = runner.room

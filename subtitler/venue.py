@@ -105,18 +105,23 @@ class RoomRunner:
         if self.on_stats is not None:
             self.on_stats(stats)
 
-    def run_session(self) -> SessionResult:
-        """One session: the current source until it ends, into a new transcript folder
-        (made at the first caption)."""
+    def begin_session(self) -> Room:
+        """The next session's room and transcripts (the folder is made at its first caption,
+        or now for a one-session room, as `run` has always done)."""
         host, c = self.venue.host, self.config
         self.writer = SessionTranscripts(self.out_dir, c, self.link.publish_files)
-        if not self.repeat:  # one session (`run`): its folder from the start, as always
+        if not self.repeat:
             self.writer.open()
         self.room = Room(host, self.name, self.source, [self.writer, self.link.sink, *self.extra_sinks], c,
                          on_stats=self._stats, translation=self.venue.stages[self.name])
         self.link.attach(self.room, source_languages=host.asr.languages)
+        return self.room
+
+    def run_session(self) -> SessionResult:
+        """One session: the current source until it ends (``begin_session`` first if not done)."""
+        room = self.room if self.room is not None and self.room.source is self.source else self.begin_session()
         try:
-            result = self.room.run()
+            result = room.run()
         finally:
             self.writer.close()
         if self.remote:
