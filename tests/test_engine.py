@@ -164,13 +164,12 @@ def test_file_transcription_decodes_each_utterance_once_whole(english_stream):
     pause, no fallback) while its neighbours come from full final decodes; which one wins is a
     race between the file reader and the decoder thread. With an earlier revision the same file
     gave "Is set to." in one run and "Is that too?" in three others."""
-    from subtitler.engine import streaming_options, vad_options
-    from subtitler.streaming import StreamingPolicy
+    from subtitler.streaming import StreamingOptions, StreamingPolicy
     from subtitler.vad import Segmenter, SpeechEnd
 
     config = Config()
-    segmenter = Segmenter(vad_options(config))
-    policy = StreamingPolicy(streaming_options(config, live=False))
+    segmenter = Segmenter(config.vad)
+    policy = StreamingPolicy(StreamingOptions.from_config(config.asr, config.glossary, live=False))
     ended = {}
     job = None
     for block in FileSource(english_stream["wav"]):
