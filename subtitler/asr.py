@@ -1,11 +1,14 @@
-"""Whisper decoding of one utterance (faster-whisper's model on CTranslate2), with guards.
+"""Whisper decoding of utterances (faster-whisper's model on CTranslate2), with guards.
 
-One call = one encoder pass: the encoder output serves language detection, the
+One decode = one encoder pass: the encoder output serves language detection, the
 decode and any temperature fallback, since on a CPU the encoder over Whisper's
 fixed 30 s window is the cost that matters. The last few encoder outputs are kept,
 keyed by a digest of the audio, so a second decode of the same audio (Whisper's
-speech → English translation of a final just transcribed) skips the encoder. The guards (silence, low confidence,
-known hallucinations, repetition loops) are pure functions tested on their own.
+speech → English translation of a final just transcribed) skips the encoder.
+``decode_batch`` decodes several rooms' utterances in one encoder call and as few text
+generations as CTranslate2 allows, each with the result ``decode`` would give it alone.
+The guards (silence, low confidence, known hallucinations, repetition loops) are pure
+functions tested on their own.
 """
 
 from __future__ import annotations
@@ -46,9 +49,14 @@ MAX_AUDIO_S = 30.0  # Whisper's window; the segmenter keeps utterances shorter
 # Encoder outputs kept for a second decode of the same audio (3 MB each for base, 7.7 MB for
 # large-v3 in float32): the final, and partials of the next utterance decoded meanwhile.
 ENCODER_CACHE = 4
-# Whether decode_batch beats one-by-one decodes on a CPU (bench/batch_decode.py; see
-# WhisperASR.batch_benefit).
-CPU_BATCHING = False
+# decode_batch beats one-by-one decodes on the CPU too: bench/batch_decode.py on a 2-core Xeon
+# (AMX), 2–4 requests of 2.5–6 s, base and tiny.en, finals and partials: 0.64–0.84 of the time
+# with the torch encoder, 0.75–0.98 with CTranslate2's. The text generations batch well; the
+# encoder windows (one at a time on the CPU) cost what they cost.
+CPU_BATCHING = True
+CPU_BATCH = 4  # the largest batch measured there
+# On CUDA a batch as large as the issue's venue (16 rooms with base); not yet measured on a GPU.
+CUDA_BATCH = 16
 
 
 @dataclass(frozen=True)
@@ -288,7 +296,7 @@ class WhisperASR:
                 self._torch_encoder = torch_encoder
                 # one pass now: it proves the encoder runs, and the first caption does not pay
                 # for PyTorch's kernel setup (~0.4 s)
-                self._encode(np.zeros((1, torch_encoder.n_mels, self.model.feature_extractor.nb_max_frames),
+                self._encode_call(np.zeros((1, torch_encoder.n_mels, self.model.feature_extractor.nb_max_frames),
                                       np.float32))
             except Exception as e:  # a broken PyTorch install can fail in many ways
                 if encoder == "torch":
@@ -312,13 +320,19 @@ class WhisperASR:
 
     @property
     def batch_benefit(self) -> bool:
-        """Whether ``decode_batch`` of several rooms' requests beats decoding them one by one here.
-
-        On CUDA one batched call fills the GPU that one utterance leaves mostly idle. On the CPU
-        the encoder's matrices are already large enough to keep every core busy, so a batch
-        costs the sum of its items (bench/batch_decode.py: see CPU_BATCHING), and a final that
-        waits for a batch only arrives later."""
+        """Whether several rooms' requests should go to ``decode_batch`` together on this device
+        rather than one by one: on CUDA one call fills a GPU one utterance leaves mostly idle;
+        on the CPU where it measured faster (CPU_BATCHING), for requests of one ``batch_key``.
+        A batch's results all come at its end: its first request waits for the others' text
+        generation, its last one for less than their whole decodes."""
         return self.device == "cuda" or CPU_BATCHING
+
+    @property
+    def batch_size(self) -> int:
+        """The most requests one ``decode_batch`` should hold here (1: no batching)."""
+        if not self.batch_benefit:
+            return 1
+        return CUDA_BATCH if self.device == "cuda" else CPU_BATCH
 
     def _tokenizer(self, task: str, language: str):
         from faster_whisper.tokenizer import Tokenizer
@@ -342,16 +356,19 @@ class WhisperASR:
         that decode's encoder output: only the text generation runs. ``known_speech``: the
         audio was already accepted as speech; the silence and hallucination guards are skipped.
         """
-        return self.decode_batch([DecodeRequest(audio, language, prior, task, beam_size, prefix, prompt,
-                                                fallback, abandon, known_speech)])[0]
+        return self.decode_batch([DecodeRequest(audio, language=language, prior=prior, task=task,
+                                                beam_size=beam_size, prefix=prefix, prompt=prompt,
+                                                fallback=fallback, abandon=abandon,
+                                                known_speech=known_speech)])[0]
 
     def decode_batch(self, requests: list[DecodeRequest]) -> list[Decoding]:
         """Decode several utterances (several rooms') together; each result is what ``decode``
         would give for its request alone.
 
-        One encoder pass for every audio not in the cache, one language detection for those
-        that need it, and one text generation per group of requests whose prompts CTranslate2
-        can batch (same beam size, same number of context tokens before the start-of-transcript,
+        One encoder pass for every audio not in the cache (one call on CUDA; window by window
+        on the CPU, where a larger call is no faster), one language detection for those that
+        need it, and one text generation per group of requests whose prompts CTranslate2 can
+        batch (same beam size, same number of context tokens before the start-of-transcript,
         all with or all without a forced prefix). Temperature fallbacks run one by one.
         ``Decoding.elapsed`` is each request's share of the time, so the shares add up to the
         batch's wall time.
@@ -379,7 +396,7 @@ class WhisperASR:
                 w.max_length = min(self.model.max_length, len(w.tokens) + int(12 * w.duration) + 16)
             groups: dict[tuple, list[_Work]] = {}
             for w in live:
-                groups.setdefault(self._batch_shape(w), []).append(w)
+                groups.setdefault(self._shape(w.tokens, w.tokenizer, w.request.beam_size), []).append(w)
             for group in groups.values():
                 results = self._generate(group, 0.0)
                 start = _share(group, start)
@@ -409,8 +426,8 @@ class WhisperASR:
         return _Work(request, audio, hashlib.blake2b(audio.tobytes(), digest_size=16).digest())
 
     def _encode_all(self, works: list[_Work]) -> None:
-        """Every audio's encoder output: from the cache, or from one encoder pass over all the
-        new ones (an audio twice in the batch is encoded once)."""
+        """Every audio's encoder output: from the cache, or encoded with the batch's other new
+        ones (an audio twice in the batch is encoded once)."""
         new: dict[bytes, list[_Work]] = {}
         for w in works:
             cached = self._encoded.get(w.key)
@@ -431,27 +448,36 @@ class WhisperASR:
             features.append(np.pad(f, ((0, 0), (0, max(0, frames - f.shape[-1]))))[:, :frames])
         encoded = self._encode(np.stack(features).astype(np.float32, copy=False))
         self.encoder_passes += len(new)
-        for i, (key, same) in enumerate(new.items()):
-            # a copy: a cached output must not keep the whole batch's buffer alive
-            out = encoded[i] if len(new) == 1 else encoded[i].copy()
+        for out, (key, same) in zip(encoded, new.items()):
             for w in same:
                 w.encoded = out
             self._encoded[key] = out
             while len(self._encoded) > ENCODER_CACHE:
                 self._encoded.popitem(last=False)
 
-    def _encode(self, features: np.ndarray) -> np.ndarray:
-        """Log-mel features [batch, n_mels, frames] → encoder outputs [batch, frames/2, width] on the
-        host: detection, generation and the cache take them from there; on CUDA that costs a copy
+    def _encode(self, features: np.ndarray) -> list[np.ndarray]:
+        """Log-mel features [batch, n_mels, frames] → one encoder output [frames/2, width] each, on
+        the host: detection, generation and the cache take them from there; on CUDA that costs a copy
         to and from the GPU (~1.5 MB each for base), little beside a decode, and it lets any
-        subset of a batch be stacked again."""
+        subset of a batch be stacked again.
+
+        On CUDA the whole batch is one call. On the CPU the windows go one at a time: a batch
+        is no faster there (bench/batch_decode.py: CTranslate2's int8 encoder 5–18 % slower for
+        3–4 windows), and oneDNN's bfloat16 kernels round
+        differently for another batch size (up to 0.9 apart in base's output), enough to change
+        a borderline decode; one window at a time, a batch decodes to the same bits as alone."""
+        if self.device == "cpu":
+            return [self._encode_call(f[None])[0] for f in features]
+        out = self._encode_call(features)
+        # copies: a cached output must not keep the whole batch's buffer alive
+        return [out[0]] if len(out) == 1 else [o.copy() for o in out]
+
+    def _encode_call(self, features: np.ndarray) -> np.ndarray:
+        """One encoder call over [batch, n_mels, frames]."""
         import ctranslate2
 
         if self._torch_encoder is not None:
-            # one window at a time: oneDNN's bfloat16 kernels round differently for a larger
-            # batch (up to 0.9 apart in base's output here), enough to change a borderline
-            # decode; CTranslate2's int8 encoder gives the same bits either way
-            return np.concatenate([self._torch_encoder(f[None]) for f in features])
+            return self._torch_encoder(features)
         out = self.model.model.encode(ctranslate2.StorageView.from_array(features), to_cpu=True)
         if out.dtype == ctranslate2.DataType.bfloat16:  # no NumPy type for it
             out = out.to(ctranslate2.DataType.float32)
@@ -491,15 +517,26 @@ class WhisperASR:
             tokens.extend(tokenizer.encode(" " + prefix.strip())[: self.model.max_length // 2 - 1])
         return tokens
 
+    def batch_key(self, request: DecodeRequest) -> tuple:
+        """Requests with equal keys share one text generation in ``decode_batch``; the others
+        are generated apart. On the CPU that sharing is all a batch gains (its encoder windows
+        go one at a time), so batch there only requests of one key: rooms whose context has as
+        many tokens, finals with finals, partials with partials. On CUDA the encoder call is
+        shared by any batch."""
+        language = request.language or "en"  # any language: its token takes one place
+        tokenizer = self._tokenizer(request.task, language if self.multilingual else "en")
+        return self._shape(self._prompt(tokenizer, request.prompt, request.prefix), tokenizer,
+                           request.beam_size)
+
     @staticmethod
-    def _batch_shape(w: _Work) -> tuple:
-        """Requests CTranslate2 generates in one call, each as it would alone: its Whisper.generate
-        wants the start-of-transcript at the same place in every prompt (as many context tokens
-        before it), and a forced prefix in some prompts changes the first step of the others'
-        beam search (an end-of-text in a secondary beam is penalised), so a batch is all with
-        or all without one."""
-        start = w.tokens.index(w.tokenizer.no_timestamps)
-        return w.request.beam_size, w.tokens.index(w.tokenizer.sot), len(w.tokens) > start + 1
+    def _shape(tokens: list[int], tokenizer, beam_size: int) -> tuple:
+        """What CTranslate2 generates in one call, each prompt as it would alone: its
+        Whisper.generate wants the start-of-transcript at the same place in every prompt (as
+        many context tokens before it), and a forced prefix in some prompts changes the first
+        step of the others' beam search (an end-of-text in a secondary beam is penalised), so a
+        batch is all with or all without one."""
+        transcript = tokens.index(tokenizer.no_timestamps) + 1
+        return beam_size, tokens.index(tokenizer.sot), len(tokens) > transcript
 
     def _generate(self, works: list[_Work], temperature: float) -> list:
         if temperature > 0:

@@ -14,9 +14,9 @@ The rules, in order:
 When the host cannot keep up, finals take the decoder and the partials are what slows down;
 each room's policy then bounds its own backlog.
 
-On a GPU (``max_batch`` > 1) the most urgent offers of several rooms run as one batch, in
-the order above; the caller may wait ``window_s`` after the first offer became due for
-others to join, never longer.
+With ``max_batch`` > 1 the most urgent offers of several rooms are chosen together, in the
+order above, for the host to batch; the caller may wait ``window_s`` (on a GPU) after the
+first offer became due for others to join, never longer.
 """
 
 from __future__ import annotations
@@ -69,8 +69,8 @@ class DecodeScheduler:
         return sorted(offers, key=rank)
 
     def choose(self, offers: list[Offer], now: float) -> list[Offer]:
-        """The decodes to run now: the single most deserving on a CPU, up to ``max_batch``
-        (one per room) on a GPU. Marks them served."""
+        """The decodes to run now, most deserving first: up to ``max_batch`` (one per room).
+        Marks them served."""
         chosen = self.order(offers, now)[: self.max_batch]
         for o in chosen:
             self._due_since.pop((o.room, o.urgency), None)
