@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Protocol
 
 from .asr import Decoding
 from .audio import AudioSource
-from .captions import Caption, SessionStats
+from .captions import SAMPLE_RATE, Caption, SessionStats
 from .config import Config
 from .streaming import DecodeJob, StreamingOptions, StreamingPolicy
 from .translate import TranslationResult, TranslationStage, TranslationWorker
@@ -137,8 +137,15 @@ class Room:
             self._translations_open = True
         self.host.attach(self)
         next_stats = 0.0
+        first = True
         try:
             for block in self.source:
+                if first:
+                    # The session clock starts with its first audio (the block just captured), not
+                    # when the room began waiting: a remote sender may connect much later, and
+                    # `emitted − end` must be the latency there as it is for a microphone.
+                    self._t0 = time.monotonic() - len(block) / SAMPLE_RATE
+                    first = False
                 if self._paused:  # keep the clock and the level meter, caption nothing
                     events = self.segmenter.flush()
                     self.segmenter.skip(block)

@@ -18,6 +18,7 @@ bounds below are set from (2-core CPU, base int8):
 
 from __future__ import annotations
 
+import time
 import wave
 from pathlib import Path
 
@@ -285,6 +286,35 @@ def test_last_utterance_survives_end_of_live_file(asr_base, short_stream, tmp_pa
     assert any(p.id == finals[0].id for p in rec.partials)
     assert abs(finals[0].end - (last_ref["end"] - begin)) <= TOL_END
     assert corpus.wer([last_ref["text"]], [finals[0].text]) <= 0.2, finals[0].text
+
+
+class LateSender(FileSource):
+    """Remote audio whose sender connects ``delay`` seconds after the room began waiting."""
+
+    def __init__(self, path, delay: float):
+        super().__init__(path, realtime=True)
+        self.delay = delay
+
+    def __iter__(self):
+        time.sleep(self.delay)
+        yield from super().__iter__()
+
+
+def test_session_clock_starts_at_the_first_audio(asr_base, short_stream, tmp_path):
+    """`emitted − end` is the latency for remote audio too: the 6 s the room waited for its
+    sender are not in it."""
+    last_ref = short_stream["utterances"][-1]
+    with wave.open(short_stream["wav"], "rb") as r:
+        x = np.frombuffer(r.readframes(r.getnframes()), dtype="<i2")
+    begin = last_ref["start"] - 0.8
+    corpus.write_wav(tmp_path / "one.wav", x[int(begin * SAMPLE_RATE): int((last_ref["end"] + 1.5) * SAMPLE_RATE)])
+    rec = Recorder()
+    Session(asr_base, LateSender(tmp_path / "one.wav", delay=6.0), [rec], Config()).run()
+    finals = [f for f in rec.finals if f.text]
+    assert len(finals) == 1, rec.captions
+    # a final comes ~0.5 s (end silence) + one decode (~0.5 s; 2 s on a loaded machine) after its
+    # speech; 6 s more meant the clock counted the wait
+    assert 0 < finals[0].emitted - finals[0].end < 4.5, finals[0]
 
 
 # -- tiny.en -----------------------------------------------------------------------------------
