@@ -1,0 +1,110 @@
+"""The host's decode thread with a fake model: which decodes go to the model together.
+
+On the CPU only requests that share a text generation (one ``batch_key``) are batched, and the
+most urgent room's decode is never held up by another room's decode of another shape; on a GPU
+every chosen decode shares one call.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+
+from subtitler.asr import Decoding
+from subtitler.host import Host
+from subtitler.streaming import DecodeJob
+
+
+class FakeASR:
+    """Answers at once and notes each model call as the list of rooms' prompts in it."""
+
+    languages = ["en"]
+
+    def __init__(self, device: str):
+        self.device = device
+        self.batch_benefit = True
+        self.batch_size = 4
+        self.calls: list[list[str]] = []
+
+    def batch_key(self, request) -> tuple:
+        return (request.beam_size, request.prefix != "")
+
+    def decode(self, audio, **kwargs) -> Decoding:
+        self.calls.append([kwargs["prompt"]])
+        return Decoding(text="words", language="en")
+
+    def decode_batch(self, requests) -> list[Decoding]:
+        self.calls.append([r.prompt for r in requests])
+        return [Decoding(text="words", language="en") for _ in requests]
+
+
+class FakeRoom:
+    """One final due once ``go`` is set; finished when the host hands its result back."""
+
+    def __init__(self, name: str, go: threading.Event, *, beam_size: int, prefix: str):
+        self.name, self.go = name, go
+        self.job = DecodeJob(utterance_id=1, final=True, audio=np.zeros(16000, np.float32), language="en",
+                             prior=None, beam_size=beam_size, prefix=prefix, prompt=name, task="transcribe",
+                             fallback=True)
+        self.done = threading.Event()
+
+    def due(self):
+        return "final" if self.go.is_set() and not self.done.is_set() and self.job else None
+
+    def take_job(self):
+        job, self.job = self.job, None
+        return job
+
+    def finish_job(self, job, decoding) -> None:
+        self.done.set()
+
+    def is_stale(self, job) -> bool:
+        return False
+
+    def final_waiting(self) -> bool:
+        return self.job is not None and self.go.is_set()
+
+    def fail(self, error) -> None:
+        raise AssertionError(f"room {self.name} failed: {error}")
+
+    def wake(self) -> None:
+        pass
+
+
+def run_three_rooms(device: str) -> list[list[str]]:
+    asr = FakeASR(device)
+    host = Host(asr)
+    go = threading.Event()
+    rooms = [FakeRoom("a", go, beam_size=5, prefix=""), FakeRoom("b", go, beam_size=5, prefix="so"),
+             FakeRoom("c", go, beam_size=5, prefix="")]
+    try:
+        for room in rooms:
+            host.attach(room)
+        time.sleep(0.05)  # every room attached before any has something due
+        go.set()
+        host.wake()
+        for room in rooms:
+            assert room.done.wait(5), f"room {room.name} never got its final"
+    finally:
+        host.stop()
+    return asr.calls
+
+
+def test_cpu_batches_only_decodes_of_one_shape_and_runs_the_rest_apart():
+    calls = run_three_rooms("cpu")
+    # a and c share a shape (no prefix): one call, first, as a is the most urgent (equal waits:
+    # by name); b (prefixed) runs apart after them
+    assert calls == [["a", "c"], ["b"]], calls
+    assert host_waits_on("cpu") == 0.0
+
+
+def test_gpu_batches_every_chosen_decode_in_one_call():
+    assert [sorted(c) for c in run_three_rooms("cuda")] == [["a", "b", "c"]]
+    assert host_waits_on("cuda") == 0.05
+
+
+def host_waits_on(device: str) -> float:
+    """How long the host lets a due decode wait for other rooms to join its batch."""
+    return Host(FakeASR(device)).scheduler.window_s
