@@ -93,11 +93,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_venue(n: int, streams: list[dict], model: str, extra: list[str], timeout: float) -> dict:
+def run_venue(n: int, streams: list[dict], model: str, extra: list[str], timeout: float,
+              log_path: Path | None = None) -> dict:
     names = [f"r{i + 1}" for i in range(n)]
     port, token = free_port(), secrets.token_urlsafe(12)
     out = tempfile.mkdtemp(prefix="bench-rooms-")
-    cmd = [sys.executable, "-m", "subtitler", "serve", "--rooms", ",".join(names), "--port", str(port),
+    cmd = [sys.executable, "-m", "subtitler", *(["-v"] if log_path else []), "serve", "--rooms", ",".join(names), "--port", str(port),
            "--token", token, "--out", out, "--model", model, "--set", f"server.max_rooms={max(n, 1)}", *extra]
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, cwd=HERE.parent)
     log_lines: list[str] = []
@@ -105,7 +106,7 @@ def run_venue(n: int, streams: list[dict], model: str, extra: list[str], timeout
 
     def read_stderr() -> None:
         for line in proc.stderr:
-            log_lines.append(line)
+            log_lines.append(f"{time.monotonic():.3f} {line}")
             if line.startswith("Captioning"):
                 ready.set()
     threading.Thread(target=read_stderr, daemon=True).start()
@@ -144,6 +145,7 @@ def run_venue(n: int, streams: list[dict], model: str, extra: list[str], timeout
         proc.kill()
 
     rooms = {}
+    timeline: list[dict] = []  # every final, for reading a verbose run's server log beside it
     for name, truth in zip(names, streams):
         src = sources[name]
         finals = [(t, m) for t, m in captions[name] if m.get("kind") == "final" and m.get("text")]
@@ -155,12 +157,18 @@ def run_venue(n: int, streams: list[dict], model: str, extra: list[str], timeout
             sent = src.sent_at(u["end"])
             if sent is not None:
                 latencies.append(t - sent)
+                timeline.append({"room": name, "speech_end_sent": round(sent, 3), "received": round(t, 3),
+                                 "latency": round(t - sent, 3), "text": m["text"]})
         refs = [" ".join(u["text"] for u in truth["utterances"])]
         hyp = [" ".join(m["text"] for _, m in finals)]
         rooms[name] = {"finals": len(finals), "utterances": len(truth["utterances"]),
                        "final_p50": percentile(latencies, 0.5), "final_p90": percentile(latencies, 0.9),
                        "wer": round(wer(refs, hyp, lang=truth.get("lang", "en")), 4),
                        "lag_max": round(max(lags[name], default=0.0), 2), "sender_exit": codes.get(name)}
+    if log_path is not None:
+        log_path.write_text("".join(log_lines))
+        log_path.with_suffix(".finals.json").write_text(json.dumps(sorted(timeline, key=lambda f: f["received"]),
+                                                                   indent=1))
     return {"rooms": n, "model": model, "per_room": rooms,
             "worst_p90": max((r["final_p90"] or 99.0) for r in rooms.values()),
             "mean_wer": round(sum(r["wer"] for r in rooms.values()) / n, 4)}
@@ -175,6 +183,8 @@ def main() -> int:
                    "latency benches tune on seed 0, so the default stays apart from it")
     p.add_argument("--p90-target", type=float, default=1.5)
     p.add_argument("--set", action="append", default=[], help="section.key=value for the server")
+    p.add_argument("--verbose", action="store_true", help="the server logs every decode; its log is saved "
+                   "in --out as serve-N.log")
     p.add_argument("--out", type=Path, default=HERE / "out" / "rooms")
     args = p.parse_args()
 
@@ -187,7 +197,8 @@ def main() -> int:
     results = []
     for n in counts:
         duration = max(s["duration"] for s in streams[:n])
-        r = run_venue(n, streams[:n], args.model, extra, timeout=duration + 120)
+        r = run_venue(n, streams[:n], args.model, extra, timeout=duration + 120,
+                      log_path=args.out / f"serve-{n}.log" if args.verbose else None)
         results.append(r)
         print(json.dumps(r), flush=True)
 

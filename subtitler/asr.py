@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from .captions import SAMPLE_RATE
-from .encoder import EncoderError, TorchEncoder, choose_encoder, cpu_flags
+from .encoder import EncoderError, EncoderStopped, TorchEncoder, choose_encoder, cpu_flags
 
 
 def _prefer_avx512() -> None:
@@ -229,7 +229,8 @@ class DecodeRequest:
     prefix: str = ""  # text forced at the start of the output
     prompt: str = ""  # earlier text, as context
     fallback: bool = True  # retry at higher temperatures when the output fails the guards
-    abandon: Callable[[], bool] | None = None  # asked once the encoder pass is done
+    # asked once the encoder pass is done, and between the torch encoder's layers for a lone request
+    abandon: Callable[[], bool] | None = None
     known_speech: bool = False  # already accepted as speech: skip the silence/credit guards
 
 
@@ -287,6 +288,7 @@ class WhisperASR:
             raise RuntimeError(f"cannot load the Whisper model from {model_path} on {self.device} "
                                f"({self.compute_type}): {e}") from None
         self.encoder = choose_encoder(encoder, self.device)
+        self._stop = None  # asked between the torch encoder's layers (see decode_batch)
         self._torch_encoder: TorchEncoder | None = None
         if self.encoder == "torch":
             try:
@@ -313,6 +315,7 @@ class WhisperASR:
         self._lock = threading.Lock()
         self._encoded: OrderedDict[bytes, np.ndarray] = OrderedDict()  # audio digest → encoder output
         self.encoder_passes = 0  # audio windows encoded
+        self.encoder_stops = 0  # encoder passes given up midway (their decode abandoned)
 
     @property
     def languages(self) -> list[str]:
@@ -378,7 +381,17 @@ class WhisperASR:
         start = time.perf_counter()
         works = [self._work(r) for r in requests]
         with self._lock:
-            self._encode_all(works)
+            try:
+                # A lone request's torch encoder pass stops between layers once it is abandoned
+                # (a partial giving way to a final): the final waits one layer, not a pass.
+                self._stop = requests[0].abandon if len(requests) == 1 else None
+                self._encode_all(works)
+            except EncoderStopped:
+                self.encoder_stops += 1
+                return [Decoding(text="", language=requests[0].language or "", rejected="abandoned",
+                                 elapsed=time.perf_counter() - start)]
+            finally:
+                self._stop = None
             start = _share(works, start)
             live = []
             for w in works:
@@ -477,7 +490,7 @@ class WhisperASR:
         import ctranslate2
 
         if self._torch_encoder is not None:
-            return self._torch_encoder(features)
+            return self._torch_encoder(features, stop=self._stop)
         out = self.model.model.encode(ctranslate2.StorageView.from_array(features), to_cpu=True)
         if out.dtype == ctranslate2.DataType.bfloat16:  # no NumPy type for it
             out = out.to(ctranslate2.DataType.float32)

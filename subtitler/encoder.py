@@ -30,6 +30,10 @@ class EncoderError(ValueError):
     """The torch encoder cannot be used; the message says why and what to do."""
 
 
+class EncoderStopped(Exception):
+    """An encoder pass given up between two layers: its decode was no longer wanted."""
+
+
 def cpu_flags() -> set[str]:
     try:
         with open("/proc/cpuinfo") as f:
@@ -187,8 +191,11 @@ class TorchEncoder:
         self.w = {name: torch.from_numpy(np.array(a, np.float32)).to(self.dtype) for name, a in v.items()}
         self.n_mels = self.w["conv1/weight"].shape[1]
 
-    def __call__(self, features: np.ndarray) -> np.ndarray:
-        """Log-mel features [n_mels, frames] or [batch, n_mels, frames] → float32 [batch, frames/2, d]."""
+    def __call__(self, features: np.ndarray, stop=None) -> np.ndarray:
+        """Log-mel features [n_mels, frames] or [batch, n_mels, frames] → float32 [batch, frames/2, d].
+
+        ``stop()``, asked between layers, may give the pass up (EncoderStopped): a partial
+        that a room's final has overtaken then holds the CPU one layer longer, not a pass."""
         torch = self._torch
         F = torch.nn.functional
         w = self.w
@@ -202,6 +209,8 @@ class TorchEncoder:
             batch, frames, dim = x.shape
             x = x + w["position_encodings/encodings"][:frames]
             for i in range(self.layers):
+                if stop is not None and stop():
+                    raise EncoderStopped(f"stopped before layer {i}")
                 p = f"layer_{i}/"
                 h = F.layer_norm(x, (dim,), w[p + "self_attention/layer_norm/gamma"],
                                  w[p + "self_attention/layer_norm/beta"])

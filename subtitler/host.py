@@ -274,12 +274,14 @@ class Host:
         return list(groups.values())
 
     def _abandon(self, room: "Room", job) -> bool:
-        """Asked after the encoder pass: drop this decode's text generation?"""
+        """Drop this decode? Asked after its encoder pass, and between the torch encoder's
+        layers: a partial gives way to any room's final or decode at a pause (a final in all
+        but name), so a final waits for one encoder layer of a partial, not a whole pass."""
         if room.is_stale(job):
             return True
         if job.final or job.may_finalize:
             return False
-        if any(r.final_waiting() for r in self.rooms if r is not room):
+        if any(r.due() in ("final", "pause") for r in self.rooms if r is not room):
             self.abandoned_for_finals += 1
             return True
         return False
@@ -294,7 +296,17 @@ class Host:
             room.fail(e)
             return
         self.decodes += 1
+        self._trace(room, job, decoding)
         room.finish_job(job, decoding)
+
+    @staticmethod
+    def _trace(room: "Room", job, decoding) -> None:
+        """With --verbose: each decode, for reading where a room's latency went."""
+        if log.isEnabledFor(logging.INFO):
+            kind = "final" if job.final else "pause" if job.may_finalize else "partial"
+            log.info("room %s: %s decode of %.1f s of audio in %.2f s%s", room.name, kind,
+                     job.samples / SAMPLE_RATE, decoding.elapsed,
+                     f" ({decoding.rejected})" if decoding.rejected else "")
 
     def _decode_batch(self, jobs: list) -> None:
         """Several rooms' decodes in one model call (where the model says batching pays)."""
@@ -314,6 +326,7 @@ class Host:
         self.batches += 1
         for (room, job), decoding in zip(jobs, decodings):
             self.decodes += 1
+            self._trace(room, job, decoding)
             room.finish_job(job, decoding)
 
     def metrics_text(self) -> str:

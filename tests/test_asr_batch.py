@@ -263,3 +263,27 @@ def test_batching_is_used_where_it_was_measured_faster(asr):
 
     assert asr.device == "cpu" and asr.batch_benefit is CPU_BATCHING
     assert asr.batch_size == (CPU_BATCH if CPU_BATCHING else 1) >= 1
+
+
+def test_an_abandoned_partial_gives_up_its_encoder_pass_between_layers(repo_root):
+    """A partial overtaken by a final (the host's ``abandon`` turns true) stops within one
+    encoder layer (torch encoder), and the next decode of the same audio is whole and right."""
+    from subtitler.models import resolve_model
+
+    path = resolve_model("tiny.en", models_dir=repo_root / "models", download=False, progress=False)
+    asr = WhisperASR(path, device="cpu", compute_type="int8", encoder="torch")
+    text, audio = speech("dir-intro")
+    asked = []
+
+    def abandon() -> bool:  # a final shows up in another room while layer 1 runs
+        asked.append(True)
+        return len(asked) > 2
+
+    d = asr.decode(audio, language="en", beam_size=1, abandon=abandon)
+    assert d.rejected == "abandoned" and d.text == ""
+    assert asr.encoder_stops == 1 and len(asked) == 3  # asked before layers 0, 1 and 2: stopped there
+    # nothing half-encoded was kept: the same audio decodes whole afterwards
+    again = asr.decode(audio, language="en", beam_size=1)
+    assert not again.encoder_reused and again.ok
+    import corpus
+    assert corpus.wer([text], [again.text]) <= 0.25, again.text
