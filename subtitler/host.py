@@ -2,8 +2,8 @@
 
 Rooms attach while they run (``Room.run``); the decode thread asks each attached room what it
 has due, lets ``scheduler.DecodeScheduler`` choose (finals of any room first, partials shared
-fairly) and runs the chosen decodes — several rooms as one batch where the model says batching
-pays (any batch on a GPU; on the CPU, requests that share one text generation). A partial whose room, or any other room, has a final
+fairly) and runs the chosen decode — one at a time on a CPU, several rooms as one batch on a
+GPU. A partial whose room, or any other room, has a final
 waiting by the time its encoder pass is done is abandoned: partials never hold up a final.
 
 A model failure on one room's audio stops that room (``Room.fail``); the others go on.
@@ -73,12 +73,13 @@ class Host:
         self.asr = asr
         self.config = config or Config()
         self.translation = translation  # backends for every target any room may ask for
-        batch = getattr(asr, "batch_size", 1) if getattr(asr, "batch_benefit", False) else 1
-        # On a GPU a batch shares the encoder call, worth a short wait for other rooms; on the
-        # CPU only requests of one batch key share anything (their text generation): batch
-        # those that are due together, never wait for them.
+        # Rooms are batched on a GPU only, where one call fills what one utterance leaves idle.
+        # On the CPU a batch's results all come at its end: two rooms' finals batched in a
+        # 3-room venue (bench/rooms.py) took 1.18 s together where one by one the first came
+        # after 0.6 s; and a lone decode can give up its encoder pass for a final, a batch not.
         self._gpu = getattr(asr, "device", "cpu") == "cuda"
-        self.scheduler = DecodeScheduler(max_batch=max(1, batch), window_s=0.05 if self._gpu else 0.0)
+        batch = getattr(asr, "batch_size", 1) if self._gpu and getattr(asr, "batch_benefit", False) else 1
+        self.scheduler = DecodeScheduler(max_batch=max(1, batch))
         self._max_rooms = max_rooms
         self.final_decode_s: float | None = None  # measured by measure_capacity()
         self._rooms: dict[str, "Room"] = {}
@@ -251,27 +252,10 @@ class Host:
                 job = room.take_job()
                 if job is not None:
                     jobs.append((room, job))
-            for group in self._batches(jobs):
-                if len(group) > 1:
-                    self._decode_batch(group)
-                else:
-                    self._decode_one(*group[0])
-
-    def _batches(self, jobs: list) -> list[list]:
-        """The chosen jobs as model calls, most urgent first: one call on a GPU; on the CPU one
-        per batch key (``WhisperASR.batch_key``), since requests of different keys gain nothing
-        there from one call and the first would wait for the others' whole decodes."""
-        if len(jobs) <= 1 or self._gpu or not hasattr(self.asr, "batch_key"):
-            return [jobs] if jobs else []
-        from .asr import DecodeRequest
-
-        groups: dict[tuple, list] = {}
-        for room, job in jobs:
-            key = self.asr.batch_key(DecodeRequest(job.audio, language=job.language, task=job.task,
-                                                   beam_size=job.beam_size, prefix=job.prefix,
-                                                   prompt=job.prompt))
-            groups.setdefault(key, []).append((room, job))
-        return list(groups.values())
+            if len(jobs) > 1:
+                self._decode_batch(jobs)
+            elif jobs:
+                self._decode_one(*jobs[0])
 
     def _abandon(self, room: "Room", job) -> bool:
         """Drop this decode? Asked after its encoder pass, and between the torch encoder's
