@@ -13,11 +13,14 @@ language, targets, input and glossary, every unset key falling back to the venue
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from .chinese import SCRIPTS
+from .cues import LINE_CHARS, READING_CPS, CueStyle
 from .encoder import ENCODERS
 from .langcodes import LANGUAGE_CODE, canonical, is_language_code
 from .protocol import check_room_name
@@ -27,6 +30,8 @@ from .translate.glossary import Glossary
 from .vad import VadOptions
 
 DEFAULT_CONFIG_NAME = "config.toml"
+LANGUAGE_NUMBER = re.compile(r"^[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{2,8}){0,3}\s*=\s*[0-9]+(?:\.[0-9]+)?$")
+ORIGIN = re.compile(r"https?://[A-Za-z0-9.\-]+(:[0-9]{1,5})?|https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
 
 
 class ConfigError(ValueError):
@@ -84,8 +89,44 @@ class OutputConfig:
     dir: str = setting("transcripts", "each session writes into a new folder below this one")
     formats: list = setting(["srt", "vtt", "txt", "jsonl"], "transcript files to write",
                             choices=["srt", "vtt", "txt", "jsonl"], kind="list")
-    max_line_chars: int = setting(42, "subtitle line length", lo=10, hi=200)
+    max_line_chars: int = setting(42, "subtitle line length in characters, for languages written with spaces "
+                                      "(Latin, Cyrillic, …) and any not in max_line_chars_by_language",
+                                  lo=10, hi=200)
+    max_line_chars_by_language: list = setting(
+        ["zh=16", "yue=16", "ja=13", "ko=16"], "line length by language, in its own characters (a CJK character "
+        "is two columns wide), e.g. [\"zh=16\", \"ja=13\"] or [output.max_line_chars_by_language] zh = 16",
+        kind="list", pattern=LANGUAGE_NUMBER, empty_ok=True)
     max_lines: int = setting(2, "lines per subtitle cue", lo=1, hi=5)
+    chars_per_second: float = setting(17.0, "reading speed, characters a second, for languages not in "
+                                            "chars_per_second_by_language: a caption shorter than its reading "
+                                            "time is held longer, into the silence before the next "
+                                            "(subtitler subtitles)", lo=1.0, hi=100.0)
+    chars_per_second_by_language: list = setting(["zh=9", "yue=9", "ja=4", "ko=12"], "reading speed by language",
+                                                 kind="list", pattern=LANGUAGE_NUMBER, empty_ok=True)
+    min_cue_s: float = setting(0.8, "shortest time a cue is held on screen, where the next caption leaves room",
+                               lo=0.0, hi=10.0)
+    chinese: str = setting("simplified", "script of Chinese (zh) captions, files and translations: simplified "
+                                         "(mainland), traditional (Taiwan, Hong Kong) or as-is (as Whisper writes "
+                                         "it); zh-Hans / zh-Hant targets always get their own script",
+                           choices=list(SCRIPTS))
+
+    def cue_style(self) -> CueStyle:
+        """How captions are cut into cues, for every language."""
+        # A language set here replaces only its own entry: ["zh=20"] keeps Japanese at 13.
+        line_chars = {**LINE_CHARS, **{k: int(v) for k, v in per_language(self.max_line_chars_by_language).items()}}
+        return CueStyle(max_line_chars=self.max_line_chars, max_lines=self.max_lines, line_chars=line_chars,
+                        chars_per_second=self.chars_per_second,
+                        reading_cps={**READING_CPS, **per_language(self.chars_per_second_by_language)},
+                        min_cue_s=self.min_cue_s)
+
+
+def per_language(items: list[str]) -> dict[str, float]:
+    """["zh=16", "ja=13"] → {"zh": 16.0, "ja": 13.0}."""
+    return {k.strip(): float(v) for k, _, v in (i.partition("=") for i in items)}
+
+
+# per-language numbers in [output]: their bounds (the list's pattern checks the form)
+PER_LANGUAGE_BOUNDS = {"max_line_chars_by_language": (4, 200), "chars_per_second_by_language": (1, 100)}
 
 
 @dataclass(frozen=True)
@@ -177,6 +218,8 @@ class Config:
             checked = _check(spec, section, key, value, where)
             if section == "translate" and key == "overrides":
                 _check_overrides(checked, value, where)
+            if section == "output" and key in PER_LANGUAGE_BOUNDS:
+                _check_per_language(checked, key, value, where)
             cfg = replace(cfg, **{section: replace(getattr(cfg, section), **{key: checked})})
         for name in dict.fromkeys(touched):  # after all of them: a room's keys are checked together
             _check_room(cfg.rooms[name], where)
@@ -249,6 +292,18 @@ def merge_glossaries(venue: Glossary, room: Glossary | None) -> Glossary:
                 if " ".join(t.casefold().split()) not in mine}
         translations[lang] = {**kept, **own}
     return Glossary(terms=[*venue.terms, *room.terms], translations=translations)
+
+
+# "key=value" lists that may be written as a table: [translate.overrides] en = "whisper"
+TABLE_LISTS = {("translate", "overrides"), *(("output", k) for k in PER_LANGUAGE_BOUNDS)}
+
+
+def _check_per_language(items: list[str], key: str, value: Any, where: str) -> None:
+    lo, hi = PER_LANGUAGE_BOUNDS[key]
+    bad = [i for i in items if not lo <= float(i.partition("=")[2]) <= hi]
+    if bad:
+        raise ConfigError(f"{where}: [output] {key} = {value!r}: {', '.join(bad)} out of range; allowed: "
+                          f"language=number, the number from {lo} to {hi}")
 
 
 def _check_overrides(items: list[str], value: Any, where: str) -> None:
@@ -354,7 +409,8 @@ def describe_allowed(spec) -> str:
     if m["choices"]:
         return "one of " + ", ".join(map(str, m["choices"])) + (" (a list)" if kind == "list" else "")
     if kind == "list":
-        what = "language codes" if m["pattern"] is LANGUAGE_CODE else "texts"
+        what = {id(LANGUAGE_CODE): "language codes", id(LANGUAGE_NUMBER): "language=number entries"}.get(
+            id(m["pattern"]), "texts")
         return f"a list of {what}" + (", may be empty" if m["empty_ok"] else "")
     if kind == "language":
         return "auto or a language code such as en, zh-Hant, pt-BR"
@@ -447,7 +503,7 @@ def load_config(path: str | Path | None = None) -> Config:
         if not isinstance(table, dict):
             raise ConfigError(f"{path}: '{section}' must be a table: write it as [{section}]")
         for key, value in table.items():
-            if section == "translate" and key == "overrides" and isinstance(value, dict):
+            if (section, key) in TABLE_LISTS and isinstance(value, dict):
                 # the table form, [translate.overrides] en = "whisper", is the list's equal
                 value = [f"{k}={v}" for k, v in value.items()]
             overrides[f"{section}.{key}"] = value

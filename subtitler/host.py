@@ -34,9 +34,10 @@ log = logging.getLogger("subtitler")
 URGENCY = {"final": FINAL, "pause": PAUSE, "partial": PARTIAL}
 IDLE_WAIT_S = 0.02  # partials fall due by the clock, not only on events: look again this often
 # Auto capacity: rooms the host takes = this budget over one measured final-grade decode pass,
-# calibrated with bench/rooms.py on a 2-core CPU (README, "A venue"): an estimate, which
-# server.max_rooms replaces.
-CAPACITY_BUDGET_S = 0.9
+# an estimate which server.max_rooms replaces. Calibrated with bench/rooms.py on the 2-core
+# Xeon: one pass 0.44 s with base (3 rooms kept every final p90 near 1.5 s, 4 did not) and
+# 0.24 s with tiny.en (5 rooms at p90 ≤ 1.3 s): base → 3 rooms, tiny.en → 5.
+CAPACITY_BUDGET_S = 1.4
 MAX_AUTO_ROOMS = 64
 
 
@@ -138,15 +139,20 @@ class Host:
 
     # -- capacity -------------------------------------------------------------------------
     def measure_capacity(self) -> float:
-        """Time one final-grade decode pass (3 s of silence at the final's beam: the encoder
-        pass and the decoder's start, which dominate a short final) after a warm-up call."""
-        audio = np.zeros(3 * SAMPLE_RATE, np.int16)
+        """Time one final-grade decode pass (3 s of faint noise at the final's beam: the encoder
+        pass and the decoder's start, which dominate a short final) after a warm-up call. Each
+        call gets audio of its own: a second decode of the same audio would reuse its encoder
+        output and time the text generation alone."""
+        rng = np.random.default_rng()
         language = "en" if "en" in self.asr.languages else None
         beam = self.config.asr.beam_size
-        self.asr.decode(audio, language=language, beam_size=beam, fallback=False)  # warms caches up
-        t0 = time.perf_counter()
-        self.asr.decode(audio, language=language, beam_size=beam, fallback=False)
-        self.final_decode_s = time.perf_counter() - t0
+        times = []
+        for _ in range(2):  # the first warms caches up
+            audio = (rng.standard_normal(3 * SAMPLE_RATE) * 30).astype(np.int16)
+            t0 = time.perf_counter()
+            self.asr.decode(audio, language=language, beam_size=beam, fallback=False, known_speech=True)
+            times.append(time.perf_counter() - t0)
+        self.final_decode_s = times[-1]
         return self.final_decode_s
 
     @property

@@ -97,3 +97,13 @@ def test_gpu_batches_every_chosen_decode_in_one_call():
     assert [sorted(c) for c in run_three_rooms("cuda")] == [["a", "b", "c"]]
     # a decode waits at most 50 ms for other rooms to join its batch
     assert Host(FakeASR("cuda")).scheduler.window_s <= 0.05
+
+
+def test_capacity_estimate_times_a_whole_decode_pass(asr_base):
+    """The auto capacity comes from a real final-grade pass, encoder included (a second decode
+    of the same audio would reuse its encoder output and promise rooms the host cannot take)."""
+    host = Host(asr_base)
+    passes = asr_base.encoder_passes
+    seconds = host.measure_capacity()
+    assert asr_base.encoder_passes == passes + 2  # the warm-up and the timed pass, each encoded
+    assert seconds > 0 and host.max_rooms == max(1, min(64, int(1.4 / seconds)))
