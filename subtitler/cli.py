@@ -1,4 +1,4 @@
-"""Command line: subtitler run | serve | send | transcribe | devices | models."""
+"""Command line: subtitler run | serve | send | transcribe | subtitles | devices | models."""
 
 from __future__ import annotations
 
@@ -88,6 +88,26 @@ def build_parser() -> argparse.ArgumentParser:
     _common(tr)
     tr.add_argument("--formats", help="comma-separated: srt,vtt,txt,jsonl (output.formats)")
 
+    subs = sub.add_parser("subtitles", help="make SRT/VTT/TXT again from a session's captions.jsonl",
+                          description="Re-cut a saved transcript with the current rules: other line lengths, "
+                                      "another Chinese script, some languages only. Writes OUT/<stem>.srt for "
+                                      "the spoken text and OUT/<stem>.<lang>.srt for each translation (or "
+                                      "for each --lang).")
+    subs.add_argument("file", help="a session's captions.jsonl")
+    subs.add_argument("--out", metavar="DIR", required=True, help="folder for the files (made if missing)")
+    subs.add_argument("--lang", metavar="LANGS",
+                      help="only these languages, e.g. --lang zh,en (zh-Hant of a zh transcript: in Traditional); "
+                           "default: the spoken text and every translation")
+    subs.add_argument("--formats", default="srt,vtt,txt", help="comma-separated: srt,vtt,txt (default: %(default)s)")
+    subs.add_argument("--max-line-chars", type=int, metavar="N",
+                      help="line length for every language, in its own characters (default: "
+                           "output.max_line_chars_by_language, else output.max_line_chars)")
+    subs.add_argument("--max-lines", type=int, metavar="N", help="lines per cue (output.max_lines)")
+    subs.add_argument("--chinese", help="simplified, traditional or as-is (output.chinese)")
+    subs.add_argument("--config", metavar="FILE", help="settings file (default: ./config.toml if present)")
+    subs.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                      help="override a setting, e.g. --set output.chars_per_second=15 (repeatable)")
+
     sub.add_parser("devices", help="list audio input devices")
     models = sub.add_parser("models", help="list the Whisper and translation models available; "
                                            "`models pull NAME` fetches a translation model",
@@ -139,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_models(load_config(args.config))
         if args.command == "send":
             return cmd_send(args)
+        if args.command == "subtitles":
+            return cmd_subtitles(args)
         config = settings(args)
         if args.command == "run":
             return cmd_run(config)
@@ -171,6 +193,32 @@ def _interrupted(e: BaseException) -> bool:
         seen.add(id(e))
         e = e.__cause__ or e.__context__
     return False
+
+
+def cmd_subtitles(args) -> int:
+    from dataclasses import replace
+
+    from .subtitles import SubtitlesError, recut
+
+    overrides = {"output.max_line_chars": args.max_line_chars, "output.max_lines": args.max_lines,
+                 "output.chinese": args.chinese}
+    for item in args.set:
+        key, value = parse_set_option(item)
+        overrides[key] = value
+    output = load_config(args.config).with_overrides(overrides).output
+    style = output.cue_style()
+    if args.max_line_chars is not None:  # one length for every language, in its own characters
+        style = replace(style, line_chars={})
+    languages = [l.strip() for l in args.lang.split(",") if l.strip()] if args.lang else None
+    try:
+        written = recut(Path(args.file), Path(args.out), languages=languages,
+                        formats=[f.strip() for f in args.formats.split(",") if f.strip()],
+                        style=style, chinese=output.chinese)
+    except SubtitlesError as e:
+        raise ConfigError(str(e)) from None
+    for path in written.values():
+        print(path)
+    return 0
 
 
 def cmd_devices() -> int:
@@ -477,11 +525,14 @@ def cmd_transcribe(config: Config, path: Path) -> int:
     from .room import Room
     from .transcripts import TranscriptWriter
 
+    from .transcripts import check_output_folder
+
     source = FileSource(path)
+    check_output_folder(Path(config.output.dir))
     host = _load_host(config, [])
     stage = host.stage_for(config)
     out = Path(config.output.dir)
-    writer = TranscriptWriter(out, config.output.formats, config.output.max_line_chars,
+    writer = TranscriptWriter(out, config.output.formats, config.output.cue_style(),
                               config.output.max_lines, basename=path.stem, languages=config.translate.targets)
     bar = tqdm(total=round(source.duration or 0, 1), unit="s", desc=path.name, file=sys.stderr,
                bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s audio [{elapsed}<{remaining}]")

@@ -12,7 +12,7 @@ import time
 import numpy as np
 
 from subtitler.asr import Decoding
-from subtitler.host import Host
+from subtitler.host import CAPACITY_BUDGET_S, MAX_AUTO_ROOMS, Host
 from subtitler.streaming import DecodeJob
 
 
@@ -106,4 +106,4 @@ def test_capacity_estimate_times_a_whole_decode_pass(asr_base):
     passes = asr_base.encoder_passes
     seconds = host.measure_capacity()
     assert asr_base.encoder_passes == passes + 2  # the warm-up and the timed pass, each encoded
-    assert seconds > 0 and host.max_rooms == max(1, min(64, int(1.4 / seconds)))
+    assert seconds > 0 and host.max_rooms == max(1, min(MAX_AUTO_ROOMS, int(CAPACITY_BUDGET_S / seconds)))
