@@ -62,7 +62,10 @@ class StreamingOptions:
 
         same = {f.name: getattr(asr, f.name) for f in fields(cls) if hasattr(asr, f.name)}
         hotwords = glossary.hotwords() if glossary is not None else ""
-        prompt = " ".join(p for p in (asr.initial_prompt.strip(), asr.hotwords.strip(), hotwords) if p)
+        from .chinese import initial_prompt  # a Chinese source: a Simplified, punctuated prompt unless one is set
+
+        initial = asr.initial_prompt.strip() or initial_prompt(asr.language)
+        prompt = " ".join(p for p in (initial, asr.hotwords.strip(), hotwords) if p)
         options = replace(cls(**same), prompt=prompt,
                           language=None if asr.language == "auto" else asr.language)
         if not live:
