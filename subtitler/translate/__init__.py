@@ -133,7 +133,8 @@ def build_stage(settings: TranslateConfig, *, asr=None, glossary: Glossary | Non
     if asr is not None:
         from .whisper_en import WhisperTranslator
 
-        backends.append(WhisperTranslator(asr, prompt=glossary.hotwords()))
+        # Whisper writes English: prompted with the terms' English forms (重庆 → "Chongqing")
+        backends.append(WhisperTranslator(asr, prompt=glossary.hotwords("en")))
     elif "whisper" in wanted:
         raise TranslationConfigError("translate: backend 'whisper' needs the Whisper model")
     try:

@@ -30,6 +30,8 @@ import unicodedata
 from dataclasses import dataclass, field
 from typing import Mapping
 
+from ..langcodes import base_language
+from ..langcodes import canonical as canonical_code
 from .base import GlossaryStyle
 
 # Letters only: Apertium splits a digit off a word, and the stem is in no dictionary.
@@ -77,9 +79,7 @@ class Glossary:
         self._canonical = seen  # folded → as written
         # Longest first, so "SCO summit" wins over "SCO".
         ordered = sorted(self.terms, key=len, reverse=True)
-        self._pattern = re.compile(
-            "|".join(r"(?<!\w)" + r"[\s\-]*".join(map(re.escape, t.split())) + r"(?!\w)" for t in ordered),
-            re.IGNORECASE) if ordered else None
+        self._pattern = re.compile("|".join(map(_term_pattern, ordered)), re.IGNORECASE) if ordered else None
 
     @classmethod
     def from_config(cls, table: Mapping | None) -> "Glossary":
@@ -103,14 +103,19 @@ class Glossary:
         return bool(self.terms)
 
     # -- for Whisper -----------------------------------------------------------------------
-    def hotwords(self) -> str:
-        """The terms as Whisper's hotwords / prompt text: 'Chongqing, SCO, Subtitler Pro.'"""
-        return ", ".join(self.terms) + "." if self.terms else ""
+    def hotwords(self, lang: str | None = None) -> str:
+        """The terms as Whisper's hotwords / prompt text: 'Chongqing, SCO, Subtitler Pro.'; with
+        ``lang``, as they must be written in it (Whisper translating 重庆 into English is
+        prompted with its fixed English form, 'Chongqing')."""
+        terms = list(dict.fromkeys(self.fixed(t, lang) for t in self.terms)) if lang else self.terms
+        return ", ".join(terms) + "." if terms else ""
 
     # -- for translation -------------------------------------------------------------------
     def fixed(self, term: str, lang: str) -> str:
         """How ``term`` must be written in ``lang``: its fixed translation, else itself."""
-        table = self.translations.get(lang) or self.translations.get(lang.split("-")[0].split("_")[0]) or {}
+        # the table of that very code (zh-Hant), else of its language (zh), codes compared as langcodes does
+        tables = {canonical_code(code): t for code, t in self.translations.items()}
+        table = tables.get(canonical_code(lang)) or tables.get(base_language(lang)) or {}
         canonical = self._canonical.get(_fold(term), term)
         for key, value in table.items():
             if _fold(key) == _fold(canonical):
@@ -166,6 +171,25 @@ class Glossary:
         return unicodedata.normalize("NFC", out)
 
 
+def _spaced(ch: str) -> bool:
+    """Whether ``ch`` belongs to a script that spaces its words (below the CJK blocks)."""
+    return ord(ch) < 0x2E80
+
+
+# A letter or digit of a script that spaces its words: what a whole word may not touch ("SCO"
+# is not in "scooter", but is in "SCO代表团").
+_SPACED_WORD = "[^\\W\u2e80-\U0010ffff]"
+
+
+def _term_pattern(term: str) -> str:
+    """A regex for a glossary term in text: whole words where its script spaces them ("SCO",
+    not "scooter"); a Chinese or Japanese term anywhere, since "在重庆举行" has no word
+    boundary around 重庆."""
+    head = f"(?<!{_SPACED_WORD})" if _spaced(term[0]) else ""
+    tail = f"(?!{_SPACED_WORD})" if _spaced(term[-1]) else ""
+    return head + r"[\s\-]*".join(map(re.escape, term.split())) + tail
+
+
 def _index(letters: str) -> int:
     n = 0
     for ch in letters.lower():
@@ -180,6 +204,6 @@ def _loose(form: str) -> str:
         base = unicodedata.normalize("NFD", word)
         words.append("".join(re.escape(ch) + r"[\u0300-\u036f]*" for ch in base if not unicodedata.combining(ch)))
     # Word boundaries where the script spaces its words; "在重庆举行" has none to match.
-    head = r"(?<!\w)" if ord(form[0]) < 0x2E80 else ""
-    tail = r"(?!\w)" if ord(form[-1]) < 0x2E80 else ""
+    head = f"(?<!{_SPACED_WORD})" if _spaced(form[0]) else ""
+    tail = f"(?!{_SPACED_WORD})" if _spaced(form[-1]) else ""
     return head + r"[\s\-]*".join(words) + tail

@@ -36,7 +36,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping, Sequence
 
-from ..langcodes import same_language
+from ..langcodes import same_language, same_words
 from .base import TranslationConfigError, TranslationError, Translator
 from .glossary import Glossary
 
@@ -157,7 +157,7 @@ class TranslationStage:
                 f"(available: {self._available()})")
         else:
             chain = [self.backends[choice]]
-        if source is not None and same_language(source, target):
+        if source is not None and same_words(source, target):
             return chain  # nothing to translate: the source text is the target text
         able = [b for b in chain if b.can_target(target)]
         if source is not None:
@@ -183,14 +183,14 @@ class TranslationStage:
         """The targets a caption in ``source`` gets from its text alone (for partials)."""
         plan, _ = self.route(source)
         out = [t for name, ts in plan.items() if not needs_audio(self.backends[name]) for t in ts]
-        return [t for t in self.targets if t in out or same_language(source, t)]
+        return [t for t in self.targets if t in out or same_words(source, t)]
 
     def describe_routes(self, source: str | None = None) -> str:
         """'es ← apertium, en ← whisper' (the first backend each target would try)."""
         parts = []
         for t in self.targets:
             chain = self._chains[t]
-            if source is not None and same_language(source, t):
+            if source is not None and same_words(source, t):
                 parts.append(f"{t} = the spoken language")
             elif source is not None:
                 able = [b.name for b in chain if b.supports(source, t)]
@@ -206,7 +206,7 @@ class TranslationStage:
         plan: dict[str, list[str]] = {}
         errors: dict[str, str] = {}
         for target in self.targets if targets is None else [t for t in self.targets if t in targets]:
-            if same_language(source, target):
+            if same_words(source, target):
                 continue
             backend = next((b for b in self._chains[target] if b.supports(source, target)), None)
             if backend is None:
@@ -242,7 +242,7 @@ class TranslationStage:
             return result
         wanted = self.targets if targets is None else [t for t in self.targets if t in targets]
         for target in wanted:
-            if same_language(source, target):
+            if same_words(source, target):
                 result.translations[target] = text
         plan, result.errors = self.route(source, wanted)
         for name, targets in plan.items():
@@ -419,7 +419,7 @@ class TranslationWorker:
             try:
                 if job.skipped:
                     reason = f"skipped: translation fell more than {self.max_pending} captions behind"
-                    same = {t for t in self.stage.targets if same_language(caption.lang, t)}
+                    same = {t for t in self.stage.targets if same_words(caption.lang, t)}
                     result = TranslationResult(translations={t: caption.text for t in same},
                                                errors={t: reason for t in self.stage.targets if t not in same})
                 elif job.partial:
