@@ -93,3 +93,6 @@ class SessionStats:
     level_db: float  # recent input level, dBFS
     paused: bool = False
     language: str = "auto"  # the source language setting in force
+    skipped_utterances: int = 0  # utterances skipped (never decoded) to keep the lag bounded
+    skipped_seconds: float = 0.0  # their audio
+    audio_idle_s: float | None = None  # seconds since the source last delivered audio (None: none yet)

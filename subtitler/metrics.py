@@ -54,6 +54,7 @@ class RoomSample:
     viewers: int
     consoles: int
     paused: bool
+    transcripts: dict | None = None  # the transcript writer's health (``WriterHealth.to_dict``), once it runs
 
 
 def _value(v: float | int) -> str:
@@ -98,6 +99,14 @@ def render(rooms: list[RoomSample], *, uptime: float, host_text: str = "") -> st
     family("subtitler_consoles", "gauge", "Connected, authenticated consoles.", per_room(lambda r: r.consoles))
     family("subtitler_audio_dropped_blocks_total", "counter", "Audio blocks lost because the capture queue was full.",
            per_room(stat(lambda st: st.dropped_frames, 0)))
+    family("subtitler_skipped_utterances_total", "counter",
+           "Utterances skipped (never decoded) to keep the lag bounded under max_lag_s.",
+           per_room(stat(lambda st: st.skipped_utterances, 0)))
+    family("subtitler_skipped_audio_seconds_total", "counter", "Audio of the skipped utterances.",
+           per_room(stat(lambda st: float(round(st.skipped_seconds, 3)), 0.0)))
+    family("subtitler_audio_idle_seconds", "gauge", "Seconds since the room's source last delivered audio.",
+           [("", f'room="{r.name}"', float(round(r.stats.audio_idle_s, 3))) for r in rooms
+            if r.stats and r.stats.audio_idle_s is not None])
     family("subtitler_audio_received_seconds_total", "counter", "Audio received on /ws/audio.",
            per_room(lambda r: float(round(r.metrics.audio_seconds_received, 3))))
     family("subtitler_messages_dropped_total", "counter", "Messages not sent: queued partials replaced by a newer one.",
@@ -107,6 +116,21 @@ def render(rooms: list[RoomSample], *, uptime: float, host_text: str = "") -> st
     family("subtitler_protocol_errors_total", "counter", "Malformed, unknown or refused client messages.",
            per_room(lambda r: r.metrics.protocol_errors))
     family("subtitler_paused", "gauge", "1 while captioning is paused.", per_room(lambda r: int(r.paused)))
+    writing = [r for r in rooms if r.transcripts is not None]
+
+    def transcripts(fn) -> list:
+        return [("", f'room="{r.name}"', fn(r.transcripts)) for r in writing]
+    family("subtitler_transcripts_ok", "gauge", "1 while the room's transcript files are written; 0 while "
+           "writing fails (retried).", transcripts(lambda t: int(t["ok"])))
+    family("subtitler_transcript_write_errors_total", "counter", "Failed attempts to write the transcripts.",
+           transcripts(lambda t: t["failures"]))
+    family("subtitler_transcript_captions_pending", "gauge", "Captions waiting to be written to the transcripts.",
+           transcripts(lambda t: t["pending"]))
+    family("subtitler_transcript_captions_written_total", "counter", "Captions written to every transcript file.",
+           transcripts(lambda t: t["written"]))
+    family("subtitler_transcript_captions_lost_total", "counter",
+           "Captions never written (the writer's queue was full, or it closed while the disk failed).",
+           transcripts(lambda t: t["lost"]))
     family("subtitler_rooms", "gauge", "Rooms this server serves.", [("", "", len(rooms))])
     family("subtitler_uptime_seconds", "gauge", "Seconds since the server started.",
            [("", "", float(round(uptime, 3)))])

@@ -8,9 +8,16 @@ it has due (``due``), taking the job (``take_job``) and handing the result back
 (``finish_job``).
 
 Threads: ``run()`` is the capture loop (source + VAD, cheap) in the caller's thread; the
-host's decode thread calls in from its own. Both touch the policy under the room's lock;
-captions are handed to the sinks under that lock too, so every sink sees them in ``seq``
-order. Sinks must be quick (a file append, a queue put).
+host's decode thread calls in from its own. Both touch the policy under the room's lock, and
+put the captions it produced into the room's outbox there; the room's delivery thread hands
+them to the sinks, in ``seq`` order, so a slow sink never holds up capture or decoding (it
+only delays the sinks after it). Sinks should still be quick (a queue put): the transcript
+writer and the screens' channel each hand the work to a thread of their own.
+
+A clock thread reports the room's stats every ``stats_interval`` whether audio comes or not;
+when a live source goes quiet mid-utterance (a sender gone, a stalled device) for
+``AUDIO_STALL_S``, it ends that utterance, so its final comes out and the status stops saying
+"speech".
 
 With translation targets, a ``TranslationWorker`` thread translates each final after it was
 published: the final never waits. Its result comes back as a ``kind="translation"`` caption
@@ -24,12 +31,14 @@ import dataclasses
 import logging
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Iterable, Protocol
 
 from .asr import Decoding
 from .audio import AudioSource
 from .captions import SAMPLE_RATE, Caption, SessionStats
+from .chinese import ScriptConverter
 from .config import Config
 from .streaming import DecodeJob, StreamingOptions, StreamingPolicy
 from .translate import TranslationResult, TranslationStage, TranslationWorker
@@ -44,6 +53,8 @@ log = logging.getLogger("subtitler")
 TRANSLATION_DRAIN_S = 30.0
 # A file read faster than it decodes waits while this much speech is waiting for its finals.
 FILE_BACKLOG_S = 5.0
+# A live source that delivers nothing for this long mid-utterance has stopped: end the utterance.
+AUDIO_STALL_S = 2.0
 
 
 class Sink(Protocol):
@@ -62,6 +73,7 @@ class SessionResult:
     dropped_blocks: int
     skipped_utterances: int
     max_lag: float
+    skipped_seconds: float = 0.0
 
 
 class Room:
@@ -78,6 +90,14 @@ class Room:
         self.segmenter = Segmenter(config.vad)
         self.policy = StreamingPolicy(StreamingOptions.from_config(config.asr, config.glossary, self.live))
         self._cond = threading.Condition()
+        self._outbox: deque[Caption] = deque()  # published under the lock, for the delivery thread
+        self._outbox_cond = threading.Condition()  # taken inside the room's lock, never around it
+        self._delivery: threading.Thread | None = None
+        self._delivery_stop = False
+        self._capture = threading.Lock()  # the segmenter: the capture loop, or the clock on a stall
+        self._last_audio: float | None = None  # monotonic time of the latest block
+        self._clock: threading.Thread | None = None
+        self._clock_stop = threading.Event()
         self._input_done = False
         self._t0 = time.monotonic()
         self._on_stats, self._stats_interval = on_stats, stats_interval
@@ -88,6 +108,8 @@ class Room:
         self.decode_seconds = 0.0
         # translation
         self.stage = translation
+        self.script = ScriptConverter(config.output.chinese)  # zh in Simplified (or as configured)
+        self.script.check()  # a missing OpenCC stops the room now, not at its first Chinese caption
         self._translate = config.translate
         self._worker: TranslationWorker | None = None
         self._keep_audio = translation is not None and translation.uses_audio
@@ -135,40 +157,40 @@ class Room:
                                              max_pending=t.max_pending if self.live else None,
                                              partial_interval=t.partial_interval if t.partials else None)
             self._translations_open = True
+        self._start_delivery()
         self.host.attach(self)
-        next_stats = 0.0
+        self._start_clock()
         first = True
         try:
             for block in self.source:
-                if first:
-                    # The session clock starts with its first audio (the block just captured), not
-                    # when the room began waiting: a remote sender may connect much later, and
-                    # `emitted − end` must be the latency there as it is for a microphone.
-                    self._t0 = time.monotonic() - len(block) / SAMPLE_RATE
-                    first = False
-                if self._paused:  # keep the clock and the level meter, caption nothing
-                    events = self.segmenter.flush()
-                    self.segmenter.skip(block)
-                else:
-                    events = self.segmenter.push(block)
-                with self._cond:
-                    for ev in events:
-                        self.policy.on_event(ev, self.now())
-                    self.policy.on_audio_time(self.segmenter.audio_time)
-                    self._publish()
-                    if not self.live:  # a file read faster than it decodes: wait, lose nothing
-                        while self.policy.waiting_seconds() > FILE_BACKLOG_S and self.error is None:
-                            self.host.wake()
-                            self._cond.wait(0.1)
+                with self._capture:
+                    self._last_audio = time.monotonic()
+                    if first:
+                        # The session clock starts with its first audio (the block just captured), not
+                        # when the room began waiting: a remote sender may connect much later, and
+                        # `emitted − end` must be the latency there as it is for a microphone.
+                        self._t0 = self._last_audio - len(block) / SAMPLE_RATE
+                        first = False
+                    if self._paused:  # keep the clock and the level meter, caption nothing
+                        events = self.segmenter.flush()
+                        self.segmenter.skip(block)
+                    else:
+                        events = self.segmenter.push(block)
+                    with self._cond:
+                        for ev in events:
+                            self.policy.on_event(ev, self.now())
+                        self.policy.on_audio_time(self.segmenter.audio_time)
+                        self._publish()
+                        if not self.live:  # a file read faster than it decodes: wait, lose nothing
+                            while self.policy.waiting_seconds() > FILE_BACKLOG_S and self.error is None:
+                                self.host.wake()
+                                self._cond.wait(0.1)
                 if events:
                     self.host.wake()
-                if self._on_stats and self.now() >= next_stats:
-                    next_stats = self.now() + self._stats_interval
-                    self._on_stats(self.stats())
                 if self.error is not None:
                     break
         finally:
-            with self._cond:
+            with self._capture, self._cond:
                 for ev in self.segmenter.flush():
                     self.policy.on_event(ev, self.now())
                 self._publish()
@@ -179,10 +201,67 @@ class Room:
                     self._cond.wait(0.1)
             self.host.detach(self)
             self._finish_translations()
+            self._stop_clock()
+            self._stop_delivery()  # everything published reaches the sinks before run() returns
         if self.error is not None:
             raise self.error
         return SessionResult(self.policy.finals, self.segmenter.audio_time, self.source.dropped_blocks,
-                             self.policy.skipped_utterances, self.max_lag)
+                             self.policy.skipped_utterances, self.max_lag, self.policy.skipped_seconds)
+
+    # -- the clock: stats while no audio comes, and the end of a stalled utterance ------------------
+    def _start_clock(self) -> None:
+        self._clock_stop.clear()
+        self._clock = threading.Thread(target=self._tick, name=f"subtitler-clock-{self.name}", daemon=True)
+        self._clock.start()
+
+    def _stop_clock(self) -> None:
+        self._clock_stop.set()
+        if self._clock is not None:
+            self._clock.join(5.0)
+        if self._on_stats:  # the final word: nothing in speech, the lag as it ended
+            self._report_stats()
+
+    def _tick(self) -> None:
+        skipped = 0
+        while not self._clock_stop.wait(self._stats_interval):
+            self._end_stalled_utterance()
+            if self._on_stats:
+                self._report_stats()
+            with self._cond:
+                now_skipped, seconds = self.policy.skipped_utterances, self.policy.skipped_seconds
+            if now_skipped > skipped:  # said as it happens, not only in the summary at the end
+                log.warning("room %s: %d utterance(s) skipped to keep up with live audio (%d, %.1f s of audio "
+                            "in all): decoding is slower than the speech", self.name, now_skipped - skipped,
+                            now_skipped, seconds)
+                skipped = now_skipped
+
+    def _report_stats(self) -> None:
+        try:
+            self._on_stats(self.stats())
+        except Exception:  # a broken reporter must not stop the clock
+            log.exception("room %s: reporting stats failed", self.name)
+
+    def _end_stalled_utterance(self) -> None:
+        """A live source silent (no blocks at all) for AUDIO_STALL_S mid-utterance: end it."""
+        last = self._last_audio
+        if not self.live or last is None or time.monotonic() - last < AUDIO_STALL_S:
+            return
+        if not self.segmenter.in_speech or not self._capture.acquire(blocking=False):
+            return  # nothing to end, or the capture loop is busy with a block (audio flows)
+        try:
+            if self._last_audio != last or self._input_done:
+                return
+            events = self.segmenter.flush()
+            with self._cond:
+                for ev in events:
+                    self.policy.on_event(ev, self.now())
+                self._publish()
+        finally:
+            self._capture.release()
+        if events:
+            log.info("room %s: no audio for %.1f s; the utterance in progress is ended", self.name,
+                     time.monotonic() - last)
+            self.host.wake()
 
     # -- what the host's decode thread calls --------------------------------------------------
     def due(self) -> str | None:
@@ -235,9 +314,10 @@ class Room:
 
     # -- captions to the sinks ------------------------------------------------------------
     def _publish(self) -> None:
-        """Hand the policy's new captions to the sinks and the finals to translation (under the lock)."""
-        for caption in self.policy.drain():
-            self._deliver(caption)
+        """Take the policy's new captions into the outbox, and the finals to translation (under
+        the lock; the delivery thread hands them to the sinks)."""
+        for caption in map(self.script.caption, self.policy.drain()):  # Chinese in its script, once
+            self._post(caption)
             if self._worker is None:
                 continue
             if caption.is_final:
@@ -250,6 +330,38 @@ class Room:
             elif caption.kind == "partial":
                 self._partials[caption.id] = caption
                 self._worker.submit_partial(caption)
+
+    def _post(self, caption: Caption) -> None:
+        """Queue a caption for the sinks (under the room's lock, so the outbox is in seq order)."""
+        with self._outbox_cond:
+            self._outbox.append(caption)
+            self._outbox_cond.notify_all()
+
+    def _start_delivery(self) -> None:
+        self._delivery_stop = False
+        self._delivery = threading.Thread(target=self._deliver_loop, name=f"subtitler-deliver-{self.name}",
+                                          daemon=True)
+        self._delivery.start()
+
+    def _stop_delivery(self) -> None:
+        """Let the delivery thread hand out what is posted, then end it."""
+        with self._outbox_cond:
+            self._delivery_stop = True
+            self._outbox_cond.notify_all()
+        if self._delivery is not None:
+            self._delivery.join()
+
+    def _deliver_loop(self) -> None:
+        while True:
+            with self._outbox_cond:
+                while not self._outbox and not self._delivery_stop:
+                    self._outbox_cond.wait()
+                if not self._outbox:
+                    return
+                batch = list(self._outbox)
+                self._outbox.clear()
+            for caption in batch:
+                self._deliver(caption)
 
     def _deliver(self, caption: Caption) -> None:
         translation = caption.is_translation
@@ -269,24 +381,24 @@ class Room:
                 return  # the session ended without waiting for this one
             if caption.kind == "partial":
                 self._on_partial_translation(caption, result)
-                return
-            update = result.caption(caption, seq=self.policy.next_seq(), emitted=self.now())
-            self.translations += 1
-            self.translation_errors += len(update.translation_errors)
-            self._deliver(update)
+            else:
+                update = self.script.caption(result.caption(caption, seq=self.policy.next_seq(), emitted=self.now()))
+                self.translations += 1
+                self.translation_errors += len(update.translation_errors)
+                self._post(update)
 
     def _on_partial_translation(self, caption: Caption, result: TranslationResult) -> None:
         # Only while this partial is still the one on the screens: a newer partial or the final
         # has replaced it otherwise, and an old line must not come back.
         if self._partials.get(caption.id) is not caption or not result.translations:
             return
-        translations = {**caption.translations, **result.translations}
+        translations = {**caption.translations, **self.script.translations(result.translations)}
         if translations == caption.translations:
             return  # nothing changed: no screen update
         update = dataclasses.replace(caption, seq=self.policy.next_seq(), emitted=self.now(),
                                      translations=translations)
         self._partials[caption.id] = update
-        self._deliver(update)
+        self._post(update)
 
     def _finish_translations(self) -> None:
         """After the last decode: let the queued translations come out, then stop the worker."""
@@ -303,10 +415,14 @@ class Room:
                         TRANSLATION_DRAIN_S, worker.pending)
 
     def stats(self) -> SessionStats:
+        last = self._last_audio
         with self._cond:
             return SessionStats(audio_seconds=self.segmenter.audio_time, lag=self.policy.lag(),
                                 dropped_frames=self.source.dropped_blocks,
                                 utterances=self.policy.finals + self.policy.waiting_count,
                                 finals=self.policy.finals, in_speech=self.segmenter.in_speech,
                                 level_db=self.segmenter.level_db, paused=self._paused,
-                                language=self.policy.o.language or "auto")
+                                language=self.policy.o.language or "auto",
+                                skipped_utterances=self.policy.skipped_utterances,
+                                skipped_seconds=self.policy.skipped_seconds,
+                                audio_idle_s=None if last is None else max(0.0, time.monotonic() - last))

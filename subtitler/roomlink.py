@@ -70,6 +70,7 @@ class RoomLink:
         self.connections: set[ServerConnection] = set()  # every socket of this room, for closing it
         self.closed = False
         self.heard_at: float | None = None  # when the session's audio last advanced
+        self.transcript_health: dict | None = None  # ``WriterHealth.to_dict()`` of the session's writer
         self._call, self._run = call, run
         self.sink = RoomSink(self)
 
@@ -94,6 +95,10 @@ class RoomLink:
         """The session's transcript files for the console's links: format → path, and
         'LANG.format' → path for a translation's files (``TranscriptWriter.all_paths``)."""
         self.transcripts = dict(paths)
+
+    def set_transcript_health(self, health: dict) -> None:
+        """The transcript writer's health (it calls at each change): status, /healthz, /metrics."""
+        self.transcript_health = health  # one attribute, replaced whole: read by the loop as it is
 
     def clear(self) -> None:
         self._call(self.channel.clear)
@@ -155,6 +160,10 @@ class RoomLink:
             "language": self.source_language,
             "viewers": len(self.channel.viewers),
             "dropped_audio": st.dropped_frames if st else 0,
+            "skipped_utterances": st.skipped_utterances if st else 0,
+            "skipped_seconds": round(st.skipped_seconds, 1) if st else 0.0,
+            "audio_idle_s": round(st.audio_idle_s, 1) if st and st.audio_idle_s is not None else None,
+            "transcripts": self.transcript_health,
             "final_latency_p50": round(p50, 2) if p50 is not None else None,
             "audio_seconds": round(st.audio_seconds, 1) if st else 0.0,
             "sender": (self.ingest.sender is not None) if self.ingest.source is not None else None,
@@ -186,7 +195,16 @@ class RoomLink:
 
     def sample(self) -> RoomSample:
         return RoomSample(self.name, self.metrics, self.stats, len(self.channel.viewers),
-                          len(self.channel.consoles), self.paused)
+                          len(self.channel.consoles), self.paused, self.transcript_health)
+
+    def problems(self) -> list[str]:
+        """What /healthz reports as wrong with this room (empty: nothing)."""
+        t = self.transcript_health
+        if t is None or (t["ok"] and not t["lost"]):
+            return []
+        if not t["ok"]:
+            return [f"room {self.name}: {t['error']} ({t['pending']} caption(s) waiting, retrying)"]
+        return [f"room {self.name}: {t['lost']} caption(s) could not be written to the transcripts"]
 
     async def drain(self, seconds: float) -> None:
         await self.channel.drain(seconds)

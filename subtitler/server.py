@@ -414,6 +414,9 @@ class Server:
                   "viewers": sum(len(r.channel.viewers) for r in self.rooms.values())}
         if self.default_room is not None:
             health["session"] = self.default_room.session_id
+        problems = [p for r in self.rooms.values() for p in r.problems()]
+        if problems:  # e.g. a full disk: captions still reach the screens, the files wait
+            health["status"], health["problems"] = "degraded", problems
         return health
 
     async def _metrics_text(self) -> str:

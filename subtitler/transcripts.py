@@ -21,7 +21,6 @@ with all its languages (``raw=True`` returns the lines as written).
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import threading
@@ -31,71 +30,12 @@ from pathlib import Path
 from typing import Iterable
 
 from .captions import Caption
+from .cues import Cue, split_cues  # noqa: F401  (Cue: part of this module's interface)
+from .cues import clean as _clean
 
 FORMATS = ("srt", "vtt", "txt", "jsonl")
 _TEXT_FORMATS = ("srt", "vtt", "txt")  # the ones that also get a file per translation
 _UNSAFE = re.compile(r"[^0-9A-Za-z_-]+")  # anything else stays out of file names
-
-
-@dataclass(frozen=True)
-class Cue:
-    start: float
-    end: float
-    lines: tuple[str, ...]
-
-
-def _clean(text: str) -> str:
-    # One line, single spaces: a newline (or a blank line) inside a cue would end it
-    # early in SRT/VTT, and "-->" would be read as a timing line.
-    return " ".join(text.split()).replace("-->", "->")
-
-
-def _pack(words: list[str], width: int) -> list[str]:
-    """Greedy fill: as many words per line as fit in ``width``."""
-    lines: list[str] = []
-    for word in words:
-        if lines and len(lines[-1]) + 1 + len(word) <= width:
-            lines[-1] += " " + word
-        else:
-            lines.append(word)
-    return lines
-
-
-def split_cues(text: str, start: float, end: float, max_chars: int = 42, max_lines: int = 2) -> list[Cue]:
-    """Cut ``text`` into cues of at most ``max_lines`` x ``max_chars``, timed over [start, end].
-
-    Each cue's share of the span is proportional to its characters, so a cue stays
-    on screen about as long as it takes to say; the spans are contiguous and the
-    last one ends exactly at ``end``. Empty text gives no cues.
-    """
-    if max_chars < 1 or max_lines < 1:
-        raise ValueError("max_chars and max_lines must be at least 1")
-    words: list[str] = []
-    for word in _clean(text).split():
-        # A word wider than a line (a URL, or a CJK sentence with no spaces) is cut.
-        words.extend(word[i : i + max_chars] for i in range(0, len(word), max_chars))
-    if not words:
-        return []
-    fewest = len(_pack(words, max_chars))
-    cues_needed = math.ceil(fewest / max_lines)
-    # Balance: the narrowest width that keeps the same number of cues, so lines (and
-    # cues) come out of similar length instead of a full line followed by a stub.
-    # A one-cue caption keeps its line count (a short sentence stays on one line).
-    budget = fewest if cues_needed == 1 else cues_needed * max_lines
-    total = sum(map(len, words)) + len(words) - 1
-    width = max(max(map(len, words)), math.ceil(total / budget))
-    while len(_pack(words, width)) > budget:  # greedy line count falls as width grows
-        width += 1
-    lines = _pack(words, width)
-    groups = [tuple(lines[i : i + max_lines]) for i in range(0, len(lines), max_lines)]
-    weights = [sum(map(len, g)) for g in groups]
-    cues, done, t0 = [], 0, start
-    for i, (group, weight) in enumerate(zip(groups, weights)):
-        done += weight
-        t1 = end if i == len(groups) - 1 else start + (end - start) * done / sum(weights)
-        cues.append(Cue(t0, t1, group))
-        t0 = t1
-    return cues
 
 
 def _stamp(ms: int, sep: str) -> str:
@@ -206,7 +146,8 @@ class TranscriptWriter:
 
     def _append(self, track: _Track, text: str, caption: Caption) -> None:
         srt, vtt = [], []
-        for cue in split_cues(text, caption.start, caption.end, self.max_chars, self.max_lines):
+        lang = next((code for code, t in self._langs.items() if t is track), caption.lang)  # the cue rules' language
+        for cue in split_cues(text, caption.start, caption.end, self.max_chars, self.max_lines, lang=lang):
             # Whole milliseconds, clamped so cues never overlap, go back, or vanish.
             s = max(round(cue.start * 1000), track.last_ms)
             e = max(round(cue.end * 1000), s + 1)

@@ -35,25 +35,49 @@ ROOM_OPTIONS = ("title", "language", "targets", "token")  # what /ws/venue's ope
 
 
 class SessionTranscripts:
-    """A session's transcript files, made at its first caption: a room waiting for its next
-    sender leaves no empty folder behind. ``on_open(paths)`` says where they went."""
+    """A session's transcript files. ``open()`` makes the folder and files now (an error raises
+    here); otherwise the writer thread makes them at the first caption, so a room waiting for
+    its next sender leaves no empty folder behind, and a disk that is full then is retried.
+    ``on_open(paths)`` says where they went; ``on_health(dict)`` how writing goes (the totals
+    of the room's earlier sessions included, ``base``)."""
 
     accepts_translations = True
 
-    def __init__(self, out_dir: Path, config: Config, on_open: Callable[[dict], None]):
+    def __init__(self, out_dir: Path, config: Config, on_open: Callable[[dict], None],
+                 on_health: Callable[[dict], None] | None = None, base: dict | None = None):
         self.out_dir, self.config, self.on_open = out_dir, config, on_open
+        self._on_health, self.base = on_health, dict(base or {})
         self.writer: TranscriptWriter | None = None
+
+    def _make(self, folder) -> TranscriptWriter:
+        o = self.config.output
+        return TranscriptWriter(folder, o.formats, o.cue_style(), o.max_lines,
+                                languages=self.config.translate.targets, on_open=self.on_open,
+                                on_health=self._health)
 
     def open(self) -> TranscriptWriter:
         if self.writer is None:
-            o = self.config.output
-            self.writer = TranscriptWriter(session_folder(self.out_dir), o.formats, o.max_line_chars, o.max_lines,
-                                           languages=self.config.translate.targets)
-            self.on_open(self.writer.all_paths)
+            self.writer = self._make(session_folder(self.out_dir))
         return self.writer
 
     def on_caption(self, caption) -> None:
-        self.open().on_caption(caption)
+        if self.writer is None:
+            self.writer = self._make(lambda: session_folder(self.out_dir))
+            self._health(self.writer.health())
+        self.writer.on_caption(caption)
+
+    def _health(self, health) -> None:
+        if self._on_health is not None:
+            self._on_health(self.totals(health))
+
+    def totals(self, health=None) -> dict:
+        """The writer's health with the counts of the room's earlier sessions added."""
+        h = (health or (self.writer.health() if self.writer is not None else None))
+        d = h.to_dict() if h is not None else {"ok": True, "error": None, "pending": 0, "written": 0,
+                                               "failures": 0, "lost": 0}
+        for key in ("written", "failures", "lost"):
+            d[key] += self.base.get(key, 0)
+        return d
 
     @property
     def all_paths(self) -> dict[str, Path]:
@@ -63,9 +87,11 @@ class SessionTranscripts:
     def folder(self) -> Path | None:
         return self.writer.folder if self.writer is not None else None
 
-    def close(self) -> None:
+    def close(self) -> dict:
+        """Write what is queued (retrying a failing disk for a while), close; the final totals."""
         if self.writer is not None:
-            self.writer.close()
+            self._health(self.writer.close())
+        return self.totals()
 
 
 class RoomRunner:
@@ -102,6 +128,8 @@ class RoomRunner:
 
     def _stats(self, stats: SessionStats) -> None:
         self.link.update_stats(stats)
+        if self.writer is not None:  # the counts go on between the writer's own reports of a change
+            self.link.set_transcript_health(self.writer.totals())
         if self.on_stats is not None:
             self.on_stats(stats)
 
@@ -109,7 +137,9 @@ class RoomRunner:
         """The next session's room and transcripts (the folder is made at its first caption,
         or now for a one-session room, as `run` has always done)."""
         host, c = self.venue.host, self.config
-        self.writer = SessionTranscripts(self.out_dir, c, self.link.publish_files)
+        base = self.writer.totals() if self.writer is not None else None  # the room's counts go on
+        self.writer = SessionTranscripts(self.out_dir, c, self.link.publish_files,
+                                         on_health=self.link.set_transcript_health, base=base)
         if not self.repeat:
             self.writer.open()
         self.room = Room(host, self.name, self.source, [self.writer, self.link.sink, *self.extra_sinks], c,
