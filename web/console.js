@@ -243,6 +243,13 @@
     figure("fig-viewers", typeof s.viewers === "number" ? String(s.viewers) : "—", "");
     figure("fig-dropped", typeof s.dropped_audio === "number" ? String(s.dropped_audio) : "—", s.dropped_audio > 0 ? "bad" : "");
     figure("fig-audio", typeof s.audio_seconds === "number" ? fmtClock(s.audio_seconds) : "—", "");
+    // utterances skipped to keep up with live audio, and their seconds
+    figure("fig-skipped", typeof s.skipped_utterances === "number"
+      ? s.skipped_utterances + (s.skipped_utterances ? " (" + fmtSeconds(s.skipped_seconds) + ")" : "") : "—",
+      s.skipped_utterances > 0 ? "bad" : "");
+    var t = s.transcripts;  // the writer's health: a full disk shows here, the screens go on
+    figure("fig-transcripts", !t ? "—" : (t.ok ? (t.lost ? t.lost + " lost" : "ok")
+      : "failing: " + t.error + " (" + t.pending + " waiting)"), !t ? "" : (t.ok && !t.lost ? "" : "bad"));
   }
 
   function figure(id, value, cls) {
