@@ -34,8 +34,8 @@ def prompt() -> tuple[Path, int]:
 
 
 def _run(cmd: list[str]) -> None:
-    if shutil.which(cmd[0]) is None:
-        pytest.skip(f"{cmd[0]} is not installed")
+    # Never a skip: CI installs both (scripts/install.sh --test); a machine without them fails here.
+    assert shutil.which(cmd[0]) is not None, f"{cmd[0]} is not installed: run bash scripts/install.sh --test"
     subprocess.run(cmd, check=True, capture_output=True)
 
 

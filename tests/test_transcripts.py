@@ -306,8 +306,9 @@ while True:
 """
 
 
-def run_and_kill(folder: Path, at_least: int, stop_after: int, delay: float = 0.0) -> int:
-    """Start a writer process, SIGKILL it `delay` s after it has reported `at_least` captions."""
+def run_and_kill(folder: Path, at_least: int, stop_after: int, delay: float = 0.0, written: bool = False) -> int:
+    """Start a writer process, SIGKILL it `delay` s after it has reported `at_least` captions
+    (``written``: after its writer thread put them in the JSONL, the last file it writes)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     child = subprocess.Popen(
         [sys.executable, "-c", CHILD, str(folder), str(stop_after), CHILD_TEXT], stdout=subprocess.PIPE, env=env, text=True
@@ -315,6 +316,8 @@ def run_and_kill(folder: Path, at_least: int, stop_after: int, delay: float = 0.
     try:
         for _ in range(at_least):
             assert child.stdout.readline(), "writer process died early"
+        while written and (folder / "captions.jsonl").read_bytes().count(b"\n") < at_least:
+            time.sleep(0.0005)
         time.sleep(delay)  # a caption takes about a millisecond: land anywhere inside one
     finally:
         child.send_signal(signal.SIGKILL)
@@ -357,13 +360,14 @@ def _hms(s: int) -> str:
 
 
 def test_kill_9_after_captions_loses_nothing(tmp_path):
-    written = run_and_kill(tmp_path, at_least=4, stop_after=4)  # killed while idle, files still open
+    # killed while idle (its writer thread has had a moment for the last caption), files still open
+    written = run_and_kill(tmp_path, at_least=4, stop_after=4, delay=0.3)
     assert check_files(tmp_path) == (written,) * 5
 
 
 @pytest.mark.parametrize("attempt", range(4))
 def test_kill_9_mid_write_leaves_only_whole_captions(tmp_path, attempt):
-    run_and_kill(tmp_path, at_least=3, stop_after=10**9, delay=0.0013 * attempt)  # killed while writing
+    run_and_kill(tmp_path, at_least=3, stop_after=10**9, delay=0.0013 * attempt, written=True)  # killed while writing
     counts = check_files(tmp_path)
     # Files are appended in turn (srt, vtt, txt, de..., jsonl last), so the caption in
     # flight may be in the first files but not yet the later ones; never half of it.
@@ -433,3 +437,214 @@ def test_load_jsonl_drops_an_update_without_its_final_and_a_later_update_clears_
     w.close()
     assert load_jsonl(w.paths["jsonl"]) == [{"id": 1, "seq": 1, "start": 0.0, "end": 2.0, "emitted": 2.4,
                                              "lang": "en", "text": "Hello.", "translations": {"es": "Hola."}}]
+
+
+# --- a failing disk (issue 11) ---------------------------------------------------------------
+
+import errno  # noqa: E402
+
+import fulldisk  # noqa: E402
+from subtitler import transcripts  # noqa: E402
+from subtitler.transcripts import OutputFolderError, WriterHealth, check_output_folder  # noqa: E402
+
+
+@pytest.fixture(params=["filesystem", "injected"])
+def disk(request, tmp_path, monkeypatch):
+    """A disk that fills up: a real 64 KiB tmpfs where this machine can mount one (else the
+    injected one again), and the injected full disk at the writer's lowest layer."""
+    if request.param == "filesystem":
+        d = fulldisk.full_disk(tmp_path / "disk", monkeypatch)
+    else:
+        d = fulldisk.InjectedDisk(tmp_path / "disk", monkeypatch)
+    yield d
+    d.close()
+
+
+def wait_for(what, predicate, timeout: float = 10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def check_whole(folder: Path) -> None:
+    """Every file as a strict reader sees it: whole records only, nothing appended onto a broken one."""
+    read_srt(folder / "captions.srt")
+    read_vtt(folder / "captions.vtt")
+    assert (folder / "captions.txt").read_bytes()[-1:] in (b"", b"\n")
+    read_jsonl_strict(folder / "captions.jsonl")
+    if (folder / "captions.de.srt").exists():
+        read_srt(folder / "captions.de.srt")
+
+
+def test_a_full_disk_never_breaks_a_record_and_nothing_is_lost_once_space_returns(disk, caplog):
+    reports: list[WriterHealth] = []
+    w = TranscriptWriter(disk.path, on_health=reports.append)
+    n = 0
+
+    def say(count: int) -> None:
+        nonlocal n
+        for _ in range(count):
+            w.on_caption(final(n, n * 3.0, n * 3.0 + 2.5, CHILD_TEXT.format(n), translations={"de": f"Untertitel {n}"}))
+            n += 1
+
+    say(3)
+    assert w.flush(5)
+    disk.fill()
+    t0 = time.monotonic()
+    say(25)  # about 25 KB: more than the slack in the files' last pages
+    assert time.monotonic() - t0 < 0.5  # the caller never waits for the disk
+    health = wait_for("the failure to show", lambda: next((h for h in [w.health()] if not h.ok), None))
+    assert "No space left on device" in health.error and "captions." in health.error
+    assert health.pending > 0 and health.failures >= 1 and health.lost == 0
+    time.sleep(0.6)  # a few retries against the full disk
+    check_whole(disk.path)  # a failed write was cut back: every file still parses strictly
+    assert any("No space left on device" in r.getMessage() for r in caplog.records)
+
+    disk.free()
+    assert w.flush(15), w.health()
+    say(2)  # and it goes on as before
+    end = w.close()
+    assert end.ok and end.error is None and end.lost == 0 and end.written == n == 30 and end.failures >= 2
+    assert [r.ok for r in reports][-1] is True and any(not r.ok for r in reports)
+    counts = check_files(disk.path)
+    assert counts == (n,) * 5  # every caption, once, in order, in every file
+
+
+def test_a_stalled_disk_does_not_hold_up_the_caller_and_the_queue_is_bounded(tmp_path, monkeypatch):
+    gate = threading.Event()
+    real = transcripts._os_write
+
+    def stalled(fd, data):
+        gate.wait()
+        return real(fd, data)
+
+    w = TranscriptWriter(tmp_path, queue_limit=20, fsync=False)
+    monkeypatch.setattr(transcripts, "_os_write", stalled)
+    t0 = time.monotonic()
+    for i in range(25):
+        w.on_caption(final(i, i, i + 0.5, f"caption {i}"))
+    assert time.monotonic() - t0 < 0.2
+    health = w.health()
+    assert health.pending == 20 and health.lost == 5 and health.written == 0
+    gate.set()
+    assert w.flush(10)
+    w.close()
+    assert [r["text"] for r in load_jsonl(w.paths["jsonl"])] == [f"caption {i}" for i in range(20)]
+    assert w.health().lost == 5
+
+
+def test_close_while_the_disk_stays_full_reports_what_was_not_written(tmp_path, monkeypatch, caplog):
+    disk = fulldisk.InjectedDisk(tmp_path, monkeypatch, slack=0)
+    w = TranscriptWriter(tmp_path)
+    disk.fill()
+    for i in range(3):
+        w.on_caption(final(i, i, i + 0.5, f"caption {i}"))
+    end = w.close(timeout=0.5)
+    assert not end.ok and end.lost == 3 and end.pending == 0
+    assert any("3 caption(s) could not be written" in r.getMessage() for r in caplog.records)
+    check_whole(tmp_path)
+
+
+def test_a_broken_tail_left_by_an_earlier_run_is_cut_back_when_the_file_is_opened(tmp_path):
+    with TranscriptWriter(tmp_path) as w:
+        w.on_caption(final(1, 0, 1, "First."))
+    for name, tail in (("captions.jsonl", b'{"id": 2, "seq": 2, "te'), ("captions.srt", b"2\n00:00:01,000 --> 00"),
+                       ("captions.vtt", b"00:00:01.000 -->"), ("captions.txt", b"[00:00:01] Sec")):
+        with open(tmp_path / name, "ab") as f:
+            f.write(tail)  # what a power cut mid-write may leave
+    with TranscriptWriter(tmp_path) as w:
+        w.on_caption(final(3, 2, 3, "Third."))
+    check_whole(tmp_path)
+    assert [r["text"] for r in read_jsonl_strict(tmp_path / "captions.jsonl")] == ["First.", "Third."]
+    assert [s.content for s in read_srt(tmp_path / "captions.srt")] == ["First.", "Third."]
+    assert (tmp_path / "captions.txt").read_text() == "[00:00:00] First.\n[00:00:02] Third.\n"
+    # a VTT cut inside its header is started again
+    (tmp_path / "v").mkdir()
+    (tmp_path / "v" / "captions.vtt").write_bytes(b"WEBV")
+    with TranscriptWriter(tmp_path / "v", ("vtt",)) as w:
+        w.on_caption(final(1, 0, 1, "Again."))
+    assert [c.text for c in read_vtt(tmp_path / "v" / "captions.vtt")] == ["Again."]
+
+
+def test_files_are_synced_on_a_timer_in_the_writer_thread_not_per_caption(tmp_path, monkeypatch):
+    calls: list[str] = []
+    real = os.fsync
+
+    def fsync(fd):
+        calls.append(threading.current_thread().name)
+        real(fd)
+    monkeypatch.setattr(transcripts.os, "fsync", fsync)
+    w = TranscriptWriter(tmp_path, languages=["de", "es"], fsync_interval=0.3)
+    made = len(calls)  # the new files' directory entries
+    for i in range(60):
+        w.on_caption(final(i, i, i + 0.5, f"caption {i}", translations={"de": f"de {i}", "es": f"es {i}"}))
+    assert w.flush(5)
+    files = 4 + 3 * 2  # srt, vtt, txt, jsonl and each translation's srt, vtt, txt
+    wait_for("the timed sync", lambda: len(calls) - made >= files, timeout=3)
+    synced = len(calls) - made
+    assert synced <= 2 * files  # not 60 captions × 10 files (the old writer's 600)
+    assert set(calls[made:]) == {"subtitler-transcripts"}  # never in the caller's thread
+    w.on_caption(final(99, 99, 99.5, "last"))
+    w.close()
+    assert len(calls) - made > synced  # close syncs what came after
+
+
+def test_check_output_folder_says_why_a_folder_cannot_take_transcripts(tmp_path, monkeypatch):
+    assert check_output_folder(tmp_path / "new" / "deep") == tmp_path / "new" / "deep"
+    assert (tmp_path / "new" / "deep").is_dir() and not list((tmp_path / "new" / "deep").iterdir())
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(OutputFolderError, match="a part of that path is a file, not a folder; choose another "
+                                                "folder with --out DIR"):
+        check_output_folder(tmp_path / "file" / "sub")
+    with pytest.raises(OutputFolderError, match="it is a file, not a folder"):
+        check_output_folder(tmp_path / "file")
+
+    def read_only(*a, **k):  # what mkstemp meets on a read-only file system
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+    monkeypatch.setattr(transcripts.tempfile, "mkstemp", read_only)
+    with pytest.raises(OutputFolderError, match="read-only file system"):
+        check_output_folder(tmp_path / "ro")
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """A folder on a read-only file system: a read-only tmpfs where this machine can mount one,
+    else a folder the (non-root) user may not write."""
+    path = tmp_path / "ro"
+    path.mkdir()
+    if fulldisk.can_mount():
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=16k", "tmpfs", str(path)], check=True)
+        yield path
+        subprocess.run(["umount", "-l", str(path)])
+    elif os.geteuid() != 0:
+        path.chmod(0o555)
+        yield path
+        path.chmod(0o755)
+    else:  # root without mount: the path under a file (always refused) stands in
+        (tmp_path / "file").write_text("x")
+        yield tmp_path / "file" / "ro"
+
+
+@pytest.mark.parametrize("command", ["run", "serve"])
+def test_an_unwritable_output_folder_is_one_error_before_anything_starts(command, tmp_path, read_only_dir):
+    (tmp_path / "a-file").write_text("not a folder")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    for out in (tmp_path / "a-file" / "transcripts", read_only_dir / "transcripts"):
+        args = [sys.executable, "-m", "subtitler", command, "--out", str(out), "--port", "0",
+                "--set", "asr.model=no-such-model-so-a-load-would-fail"]
+        if command == "run":
+            args += ["--input", "remote"]
+        else:
+            args += ["--rooms", "hall"]
+        t0 = time.monotonic()
+        done = subprocess.run(args, capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path)
+        assert done.returncode == 2, done.stderr
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"subtitler: error: cannot write transcripts to {out}: "), lines
+        assert "--out DIR" in lines[0] and "Traceback" not in done.stderr
+        assert "Serving" not in done.stderr and "Loading" not in done.stderr  # nothing started
+        assert time.monotonic() - t0 < 30

@@ -237,3 +237,261 @@ def test_a_room_stopped_at_run_time_leaves_the_other_running(asr_base, talks):
     host.stop()
     finals = [c for c in sink_a.captions if c.is_final and c.text]
     assert len(finals) == len(talks[0]["utterances"])
+
+
+# -- reliability (issue 11): a full disk, skipped speech, a vanished sender, a slow sink ------------
+
+import contextlib  # noqa: E402
+import http.client  # noqa: E402
+
+import numpy as np  # noqa: E402
+from websockets.sync.client import connect as connect_sync  # noqa: E402
+
+import fulldisk  # noqa: E402
+from subtitler.server import Server  # noqa: E402
+from subtitler.venue import Venue  # noqa: E402
+
+TOKEN = "reliability-token-1"
+
+
+@contextlib.contextmanager
+def remote_room(asr, out_dir: Path, **overrides):
+    """`subtitler run --input remote` in this process: the server, and a venue of one remote room
+    (sessions repeat: the transcript folder is made at the first caption) on the shared model."""
+    config = Config().with_overrides({"audio.input": "remote", "server.host": "127.0.0.1", "server.port": 0,
+                                      "server.token": TOKEN, **overrides})
+    server = Server(config.server, live=True).start()
+    venue = Venue(Host(asr, config=config), server, config, out_dir=out_dir, rooms_in_folders=False)
+    runner = venue.declare("main", config, default=True, token=TOKEN)
+    venue.prepare(runner)
+    runner.start()
+    try:
+        yield server, runner
+    finally:
+        venue.stop()
+        server.stop()
+        venue.host.stop()
+
+
+class Listener:
+    """A screen (/ws/view) or console (/ws/control) in a thread of its own, keeping what it got."""
+
+    def __init__(self, server: Server, path: str, first: dict):
+        self.ws = connect_sync(f"ws://127.0.0.1:{server.port}{path}").__enter__()  # closed by close()
+        self.ws.send(json.dumps(first))
+        self.messages: list[dict] = []
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        with contextlib.suppress(Exception):
+            for m in self.ws:
+                self.messages.append(json.loads(m))
+
+    def finals(self) -> list[str]:
+        return [m["text"] for m in list(self.messages)
+                if m.get("type") == "caption" and m.get("kind") == "final" and m.get("text")]
+
+    def statuses(self) -> list[dict]:
+        return [m for m in list(self.messages) if m.get("type") == "status"]
+
+    def close(self) -> None:
+        self.ws.close()
+
+
+def screen_of(server: Server) -> Listener:
+    return Listener(server, "/ws/view", {"type": "hello", "langs": ["source"]})
+
+
+def console_of(server: Server) -> Listener:
+    return Listener(server, "/ws/control", {"type": "auth", "token": TOKEN})
+
+
+def get(server: Server, path: str) -> str:
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    conn.request("GET", path)
+    return conn.getresponse().read().decode()
+
+
+def metric(server: Server, name: str, room: str = "main") -> float | None:
+    for line in get(server, "/metrics").splitlines():
+        if line.startswith(f'{name}{{room="{room}"}} '):
+            return float(line.split()[-1])
+    return None
+
+
+def until(what: str, predicate, timeout: float = 60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def pcm(truth: dict) -> np.ndarray:
+    x, rate = corpus._read_wav_int16(Path(truth["wav"]))
+    assert rate == 16000
+    return x
+
+
+def push_paced(source: PushSource, audio: np.ndarray, speed: float, stop: threading.Event | None = None) -> None:
+    """Push 20 ms blocks at ``speed`` × real time."""
+    t0 = time.monotonic()
+    for i in range(0, audio.size, 320):
+        if stop is not None and stop.is_set():
+            return
+        source.push(audio[i:i + 320])
+        due = t0 + (i + 320) / 16000 / speed
+        if due > time.monotonic():
+            time.sleep(due - time.monotonic())
+
+
+def test_a_full_disk_mid_session_screens_go_on_and_the_transcript_catches_up(asr_base, talks, tmp_path, monkeypatch):
+    disk = fulldisk.full_disk(tmp_path / "disk", monkeypatch)
+    try:
+        with remote_room(asr_base, disk.path) as (server, runner):
+            until("the room to run", lambda: runner.room is not None and runner.link.controls is not None)
+            screen, console = screen_of(server), console_of(server)
+            disk.fill()  # full before the session's folder and files are even made
+            source = runner.source
+            feeder = threading.Thread(target=push_paced, args=(source, pcm(talks[0]), 2.0))
+            feeder.start()
+            health = until("/healthz to say the transcripts fail",
+                           lambda: (h := json.loads(get(server, "/healthz")))["status"] == "degraded" and h)
+            assert any("No space left on device" in p for p in health["problems"]), health
+            until("two finals on the screen while the disk is full", lambda: len(screen.finals()) >= 2)
+            assert metric(server, "subtitler_transcripts_ok") == 0
+            assert metric(server, "subtitler_transcript_write_errors_total") >= 1
+            assert metric(server, "subtitler_transcript_captions_pending") >= 1
+            failing = until("the console to show it", lambda: [s for s in console.statuses()
+                                                                if s.get("transcripts") and not s["transcripts"]["ok"]])
+            assert "No space left on device" in failing[-1]["transcripts"]["error"]
+            disk.free()
+            feeder.join()
+            source.end()
+            until("the session to end", lambda: runner.results, timeout=120)
+            assert json.loads(get(server, "/healthz"))["status"] == "ok"
+            assert metric(server, "subtitler_transcripts_ok") == 1
+            assert metric(server, "subtitler_transcript_captions_lost_total") == 0
+            time.sleep(0.5)
+            shown = screen.finals()
+            screen.close()
+            console.close()
+        folders = [p for p in disk.path.iterdir() if p.is_dir()]
+        assert len(folders) == 1
+        saved = load_jsonl(folders[0] / "captions.jsonl")
+        assert [c["text"] for c in saved if c["text"]] == shown and len(shown) == len(talks[0]["utterances"])
+        lines = (folders[0] / "captions.jsonl").read_bytes().split(b"\n")
+        assert lines[-1] == b"" and all(json.loads(line) for line in lines[:-1])  # not one broken line
+    finally:
+        disk.close()
+
+
+def test_skipped_speech_shows_in_metrics_and_status_as_it_happens(asr_base, talks, tmp_path):
+    audio = np.concatenate([pcm(talks[0]), pcm(talks[1]), pcm(talks[0])])
+    with remote_room(asr_base, tmp_path / "out", **{"asr.max_lag_s": 5.0, "audio.queue_seconds": 300.0}) \
+            as (server, runner):
+        until("the room to run", lambda: runner.room is not None and runner.link.controls is not None)
+        console = console_of(server)
+        push_paced(runner.source, audio, speed=50.0)  # far faster than it can be decoded, as if live
+        skipped = until("skips in /metrics while the session runs",
+                        lambda: metric(server, "subtitler_skipped_utterances_total"), timeout=60)
+        assert not runner.results  # still running: shown as it happens, not in a summary at the end
+        assert metric(server, "subtitler_skipped_audio_seconds_total") > 0
+        status = until("skips in the console's status", lambda: [s for s in console.statuses()
+                                                                 if s.get("skipped_utterances")])
+        assert status[-1]["skipped_seconds"] > 0
+        runner.source.end()
+        result = until("the session to end", lambda: runner.results, timeout=180)[0]
+        assert result.skipped_utterances >= skipped and result.skipped_seconds > 0
+        until("the last count in /metrics",
+              lambda: metric(server, "subtitler_skipped_utterances_total") == result.skipped_utterances)
+        console.close()
+
+
+def test_a_vanished_sender_leaves_a_true_status_and_its_last_words_are_captioned(asr_base, talks, tmp_path):
+    truth = talks[0]
+    second = truth["utterances"][1]
+    audio = pcm(truth)[: int((second["start"] + 0.7 * (second["end"] - second["start"])) * 16000)]
+    with remote_room(asr_base, tmp_path / "out") as (server, runner):
+        until("the room to run", lambda: runner.room is not None and runner.link.controls is not None)
+        screen, console = screen_of(server), console_of(server)
+        sender = connect_sync(f"ws://127.0.0.1:{server.port}/ws/audio").__enter__()
+        sender.send(json.dumps({"type": "auth", "token": TOKEN, "realtime": True}))
+        assert json.loads(sender.recv(5))["type"] == "ok"
+        for i in range(0, audio.size, 1600):
+            sender.send(audio[i:i + 1600].tobytes())
+        until("the speech to be heard", lambda: runner.room.stats().in_speech and
+              runner.room.stats().audio_seconds >= audio.size / 16000 - 0.1)
+        sender.socket.close()  # the network goes: no end, no close frame
+        gone = time.monotonic()
+        until("the cut utterance's final", lambda: len(screen.finals()) >= 2, timeout=30)
+        settled = until("a status that is true again", lambda: [
+            s for s in console.statuses() if s["sender"] is False and not s["in_speech"] and s["lag"] <= 0.5
+            and (s.get("audio_idle_s") or 0) >= 2.0], timeout=30)
+        assert time.monotonic() - gone < 20
+        time.sleep(2.5)
+        later = console.statuses()[-1]
+        assert later["audio_idle_s"] > settled[-1]["audio_idle_s"]  # the status goes on, not frozen
+        assert metric(server, "subtitler_audio_idle_seconds") >= 2
+        said = corpus.normalize(screen.finals()[1])
+        assert set(said.split()) & set(corpus.normalize(second["text"]).split()), said
+        screen.close()
+        console.close()
+
+
+class Gate:
+    """A sink that stops at the first final it is handed until ``release`` is set."""
+
+    accepts_translations = True
+
+    def __init__(self):
+        self.entered, self.release = threading.Event(), threading.Event()
+        self.captions = []
+
+    def on_caption(self, c):
+        if c.is_final and c.text and not self.entered.is_set():
+            self.entered.set()
+            self.release.wait(60)
+        self.captions.append(c)
+
+
+def test_a_stuck_sink_holds_up_neither_capture_nor_decoding(asr_base, talks):
+    host = Host(asr_base)
+    gate, after = Gate(), Collect()
+    source = PushSource(queue_seconds=120)
+    room = Room(host, "stuck", source, [gate, after], Config())
+    runner = threading.Thread(target=room.run)
+    runner.start()
+    feeder = threading.Thread(target=push_paced, args=(source, pcm(talks[0]), 3.0))
+    feeder.start()
+    try:
+        assert gate.entered.wait(60), "no final reached the sinks"
+        stats_took = []
+        for _ in range(3):
+            t0 = time.monotonic()
+            result = {}
+            t = threading.Thread(target=lambda: result.setdefault("s", room.stats()))
+            t.start()
+            t.join(2.0)
+            assert "s" in result, "stats() waited for the stuck sink (the room's lock is held)"
+            stats_took.append(time.monotonic() - t0)
+            time.sleep(0.3)
+        heard, decodes = room.stats().audio_seconds, room.decodes
+        time.sleep(3.0)
+        assert room.stats().audio_seconds > heard + 2.0  # capture goes on
+        assert room.decodes > decodes  # and so does decoding
+        assert max(stats_took) < 0.5
+    finally:
+        gate.release.set()
+        feeder.join()
+        source.end()
+        runner.join(120)
+        host.stop()
+    finals = [c for c in after.captions if c.is_final and c.text]
+    assert len(finals) == len(talks[0]["utterances"])
+    seqs = [c.seq for c in after.captions]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)  # in order, once each
+    assert [c.seq for c in gate.captions] == seqs
