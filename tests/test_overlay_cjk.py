@@ -106,8 +106,10 @@ def test_files_are_simplified_and_cut_for_chinese(chinese_room):
     hant = (folder / "captions.zh-Hant.srt").read_text(encoding="utf-8")
     assert "".join(c.content.replace("\n", "") for c in srt.parse(hant)) == \
         "各位來賓，歡迎來到第七屆智博會。今天我們在重慶討論人工智慧與軟體產業的未來。"
-    jsonl = (folder / "captions.jsonl").read_text(encoding="utf-8")
-    assert SIMPLIFIED in jsonl and TRADITIONAL not in jsonl  # the record agrees with the screens
+    from subtitler.transcripts import load_jsonl
+
+    (record,) = load_jsonl(folder / "captions.jsonl")  # the record agrees with the screens
+    assert record["text"] == SIMPLIFIED and record["translations"]["zh-Hant"] == TRADITIONAL
 
 
 LINES_JS = """(sel) => {
