@@ -5,9 +5,9 @@ Lives in, and is only touched from, the server's asyncio loop: no locks.
 Fan-out: an event is serialised once per distinct language selection and written straight
 into each client's transport while that client keeps up (empty queue, small write buffer);
 only a client that falls behind gets a queue (``Outbox``, pure), where a newer partial of an
-utterance replaces the queued one. A client whose queue overflows, or whose socket accepts
-nothing for ``client_timeout_s``, is closed with 1013 and resumes from its last ``seq`` when
-it returns.
+utterance replaces the queued one. A client whose queue overflows, whose socket accepts
+nothing for ``client_timeout_s``, or that leaves a ping unanswered that long (it stopped
+reading) is closed with 1013 and resumes from its last ``seq`` when it returns.
 """
 
 from __future__ import annotations
@@ -207,6 +207,20 @@ class Fanout:
         task = asyncio.ensure_future(close_ws(c.ws, code, reason))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def drop_unresponsive(self, now: float) -> None:
+        """Close (1013, counted as slow) every client that left a ping unanswered for
+        ``client_timeout_s`` (``now``: the loop's clock, the pings' own). A screen that stops
+        reading answers no ping, while the little a heartbeat sends fits in its socket's
+        buffers for a long time: this finds it well before websockets' keepalive timeout."""
+        for c in self.clients():
+            pings = getattr(c.ws, "pending_pings", None)
+            if pings is None:  # websockets < 15
+                pings = getattr(c.ws, "pong_waiters", {})
+            if pings and not c.closing:
+                oldest = min(sent for _, sent in pings.values())
+                if now - oldest > self.client_timeout_s:
+                    self._drop_slow(c, f"answered no ping for {self.client_timeout_s:g} s")
 
     async def drain(self, seconds: float) -> None:
         """Let queued messages reach the clients (up to ``seconds``)."""

@@ -30,6 +30,12 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="override any setting, e.g. --set vad.end_silence_ms=400 (repeatable)")
 
 
+def _tls_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tls-cert", metavar="CERT.pem",
+                   help="serve https:// and wss:// with this certificate (PEM; server.tls_cert), with --tls-key")
+    p.add_argument("--tls-key", metavar="KEY.pem", help="the certificate's private key (PEM; server.tls_key)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="subtitler", description="Live speech transcription and subtitles.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log decoding details to stderr")
@@ -50,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
                                               "(server.port, default 8765)")
     run.add_argument("--token", help="console and audio-ingest token (server.token; default: a random "
                                      "one, printed at start)")
+    _tls_flags(run)
 
     serve = sub.add_parser("serve", help="caption every room of a venue on one port, from one loaded model",
                            description="Host several rooms: each with its screens, console, audio sender, "
@@ -63,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "(server.port, default 8765)")
     serve.add_argument("--token", help="the venue operator's token: every room's console and audio, and "
                                        "opening/closing rooms (server.token; default: a random one, printed)")
+    _tls_flags(serve)
 
     send = sub.add_parser("send", help="send a recording or this machine's microphone to a "
                                        "`subtitler run --input remote`",
@@ -81,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="the room to feed on a `subtitler serve` venue (default: the server's one room)")
     send.add_argument("--token", default=None,
                       help="the token `subtitler run` printed (default: $SUBTITLER_TOKEN)")
+    send.add_argument("--tls-ca", metavar="CERT.pem",
+                      help="for a wss:// server: a certificate to trust besides the system's (e.g. the "
+                           "server's own self-signed one)")
 
     tr = sub.add_parser("transcribe", help="make subtitle files from a recording",
                         description="Transcribe a recording into subtitle files named after it.")
@@ -134,7 +145,7 @@ def settings(args) -> Config:
     overrides = {"asr.model": args.model, "asr.language": args.language, "output.dir": args.out}
     for key in ("input", "device", "realtime"):
         overrides[f"audio.{key}"] = getattr(args, key, None)
-    for key in ("host", "port", "token"):
+    for key in ("host", "port", "token", "tls_cert", "tls_key"):
         overrides[f"server.{key}"] = getattr(args, key, None)
     if getattr(args, "formats", None):
         overrides["output.formats"] = args.formats
@@ -523,7 +534,7 @@ def cmd_send(args) -> int:
                 check_room_name(args.room)
             except ValueError as e:
                 raise SendError(f"--room: {e}", 2) from None
-        return send_audio(source, url, token, room=args.room)
+        return send_audio(source, url, token, room=args.room, cafile=args.tls_ca)
     except SendError as e:
         print(f"subtitler: error: {e}", file=sys.stderr)
         return e.exit_code

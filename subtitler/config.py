@@ -147,6 +147,22 @@ class ServerConfig:
     max_rooms: int = setting(0, "rooms the host captions at once; 0 = auto: measured from the model's decode "
                                 "speed on this machine at start", lo=0, hi=1000)
     venue_title: str = setting("", "the venue page's title; '' = \"subtitler\"")
+    # Connection caps (docs/protocol.md, "Limits"): far below the open-file limit; screens, consoles
+    # and senders each have their own places, so a flood of one never locks out the others.
+    max_viewers: int = setting(4000, "screens (/ws/view) connected at once, every room together; more are "
+                                     "refused with 503", lo=1, hi=100000)
+    max_viewers_per_address: int = setting(64, "screens connected at once from one network address", lo=1, hi=100000)
+    max_consoles: int = setting(64, "consoles and venue operators connected at once", lo=1, hi=10000)
+    max_consoles_per_address: int = setting(8, "consoles connected at once from one network address", lo=1, hi=10000)
+    max_senders: int = setting(64, "audio senders connected at once (one streams per room)", lo=1, hi=10000)
+    max_senders_per_address: int = setting(4, "audio senders connected at once from one network address",
+                                           lo=1, hi=10000)
+    allowed_origins: list = setting([], "web origins besides this server's own addresses whose pages may open "
+                                        "the console, e.g. [\"https://subs.example.org\"] (behind a proxy)",
+                                    kind="list", pattern=ORIGIN, empty_ok=True)
+    tls_cert: str = setting("", "TLS certificate (PEM) to serve https:// and wss:// with tls_key; '' = plain "
+                                "http")
+    tls_key: str = setting("", "the TLS certificate's private key (PEM); '' = plain http")
 
 
 @dataclass(frozen=True)

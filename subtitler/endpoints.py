@@ -12,17 +12,19 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import time
 from typing import NoReturn, Protocol
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
+from .admission import AuthThrottle
 from .channel import Fanout, close_ws
 from .eventlog import normalize_langs
 from .ingest import SenderGone
 from .metrics import RoomMetrics
-from .protocol import (AUDIO, CLOSE_INTERNAL, CLOSE_POLICY, CLOSE_UNSUPPORTED, CONTROL, FIRST_MESSAGE_TIMEOUT,
-                       PROTOCOL_VERSION, UNAUTHORIZED, VIEW, ProtocolError, audio_format_problem,
+from .protocol import (AUDIO, CLOSE_INTERNAL, CLOSE_POLICY, CLOSE_TRY_LATER, CLOSE_UNSUPPORTED, CONTROL,
+                       FIRST_MESSAGE_TIMEOUT, PROTOCOL_VERSION, TOO_MANY_ATTEMPTS, UNAUTHORIZED, VIEW, ProtocolError, audio_format_problem,
                        check_room_name, dumps, error_message, int_field, parse_message)
 from .roomlink import RoomLink
 
@@ -47,6 +49,7 @@ class Venue(Protocol):
     token: str
     venue_controls: VenueControls | None
     operators: Fanout
+    throttle: AuthThrottle
 
     def venue_status(self) -> dict: ...
     def room_summary(self, name: str) -> dict | None: ...
@@ -61,6 +64,30 @@ def token_matches(given: object, *tokens: str) -> bool:
     for token in tokens:
         matched |= hmac.compare_digest(given.encode(), token.encode())
     return matched
+
+
+async def check_token(ws: ServerConnection, metrics: RoomMetrics, throttle: AuthThrottle, given: object,
+                      tokens: tuple[str, ...], what: str, wrong: str) -> None:
+    """Let the connection on if ``given`` is one of ``tokens``; else refuse it. Wrong tokens are
+    logged and slow their address down (``AuthThrottle``): while it must wait, every attempt
+    from it is refused at once, right or wrong, so guessing gets nowhere."""
+    address = peer_address(ws)
+    now = time.monotonic()
+    wait = throttle.wait(address, now)
+    if wait > 0:
+        await refuse(ws, metrics, TOO_MANY_ATTEMPTS, f"too many wrong tokens from {address}: try again in "
+                                                     f"{wait:.1f} s", CLOSE_TRY_LATER)
+    if token_matches(given, *tokens):
+        throttle.succeeded(address)
+        return
+    n, delay = throttle.failed(address, now)
+    log.warning("wrong token for %s from %s (%d in a row; its next attempt waits %.1f s)", what, address, n, delay)
+    await refuse(ws, metrics, UNAUTHORIZED, wrong, CLOSE_POLICY)
+
+
+def peer_address(ws: ServerConnection) -> str:
+    peer = ws.remote_address
+    return str(peer[0]) if peer else "?"
 
 
 async def refuse(ws: ServerConnection, metrics: RoomMetrics, code: str, message: str,
@@ -106,13 +133,14 @@ async def guarded(ws: ServerConnection, handler, *args) -> None:
         await close_ws(ws, CLOSE_INTERNAL, "internal error")
 
 
-async def serve_room(link: RoomLink, endpoint: str, ws: ServerConnection, venue_token: str) -> None:
+async def serve_room(link: RoomLink, endpoint: str, ws: ServerConnection, venue_token: str,
+                     throttle: AuthThrottle) -> None:
     if endpoint == VIEW:
         await guarded(ws, serve_viewer, link, ws)
     elif endpoint == CONTROL:
-        await guarded(ws, serve_control, link, ws, venue_token)
+        await guarded(ws, serve_control, link, ws, venue_token, throttle)
     elif endpoint == AUDIO:
-        await guarded(ws, serve_audio, link, ws, venue_token)
+        await guarded(ws, serve_audio, link, ws, venue_token, throttle)
 
 
 # -- a room's screens, console and sender ------------------------------------------------------
@@ -151,18 +179,18 @@ async def serve_viewer(link: RoomLink, ws: ServerConnection) -> None:
         channel.leave(c, pump)
 
 
-async def _authorize(link: RoomLink, ws: ServerConnection, venue_token: str) -> dict:
+async def _authorize(link: RoomLink, ws: ServerConnection, venue_token: str, throttle: AuthThrottle) -> dict:
     auth = await first_message(ws, "auth", link.metrics)
-    if not token_matches(auth.get("token"), link.token, venue_token):
-        await refuse(ws, link.metrics, UNAUTHORIZED,
-                     f"wrong or missing token for room '{link.name}' (use the room's token, printed by "
-                     f"`subtitler run` or `subtitler serve`, or [server] token; the venue token opens "
-                     f"every room)", CLOSE_POLICY)
+    await check_token(ws, link.metrics, throttle, auth.get("token"), (link.token, venue_token),
+                      f"room '{link.name}' ({ws.request.path.partition('?')[0][:60]})",
+                      f"wrong or missing token for room '{link.name}' (use the room's token, printed by "
+                      f"`subtitler run` or `subtitler serve`, or [server] token; the venue token opens "
+                      f"every room)")
     return auth
 
 
-async def serve_control(link: RoomLink, ws: ServerConnection, venue_token: str) -> None:
-    await _authorize(link, ws, venue_token)
+async def serve_control(link: RoomLink, ws: ServerConnection, venue_token: str, throttle: AuthThrottle) -> None:
+    await _authorize(link, ws, venue_token, throttle)
     channel = link.channel
     ok = {"type": "ok", "command": "auth", "session": link.session_id, "protocol": PROTOCOL_VERSION,
           "source_languages": link.source_languages}
@@ -206,15 +234,15 @@ async def _command(link: RoomLink, obj: dict) -> dict:
     return {"type": "ok", "command": kind}
 
 
-async def serve_audio(link: RoomLink, ws: ServerConnection, venue_token: str) -> None:
-    auth = await _authorize(link, ws, venue_token)
+async def serve_audio(link: RoomLink, ws: ServerConnection, venue_token: str, throttle: AuthThrottle) -> None:
+    auth = await _authorize(link, ws, venue_token, throttle)
     problem = audio_format_problem(auth)
     if problem is not None:
         await refuse(ws, link.metrics, "bad_format", problem, CLOSE_UNSUPPORTED)
     refusal = link.ingest.refusal()
     if refusal is not None:
         await refuse(ws, link.metrics, *refusal)
-    await link.ingest.stream(ws, auth.get("realtime", True))
+    await link.ingest.stream(ws, auth.get("realtime", True), resume=auth.get("resume") is True)
 
 
 # -- the venue operator ---------------------------------------------------------------------------
@@ -225,11 +253,9 @@ ROOM_OPTIONS = ("title", "language", "targets", "token")  # what open_room passe
 async def serve_venue(venue: Venue, ws: ServerConnection) -> None:
     metrics = venue.operators.metrics
     auth = await first_message(ws, "auth", metrics)
-    if not token_matches(auth.get("token"), venue.token):
-        await refuse(ws, metrics, UNAUTHORIZED,
-                     "wrong or missing venue token: /ws/venue takes the venue's operator token (printed by "
-                     "`subtitler serve`, or [server] token); a room's token opens only that room's console",
-                     CLOSE_POLICY)
+    await check_token(ws, metrics, venue.throttle, auth.get("token"), (venue.token,), "the venue (/ws/venue)",
+                      "wrong or missing venue token: /ws/venue takes the venue's operator token (printed by "
+                      "`subtitler serve`, or [server] token); a room's token opens only that room's console")
     operators = venue.operators
     ok = {"type": "ok", "command": "auth", "protocol": PROTOCOL_VERSION,
           "can_open_rooms": venue.venue_controls is not None}

@@ -109,20 +109,6 @@ def file_response(target: Path | None) -> Response:
     return http_response(200, body, ctype)
 
 
-def same_origin(request: Request) -> bool:
-    """A browser's Origin must be this server's own address (a page served from here)."""
-    origin = request.headers.get("Origin")
-    if origin is None:
-        return True  # not a browser (subtitler send, scripts): the token still guards it
-    try:
-        parsed = urllib.parse.urlsplit(origin)
-    except ValueError:
-        return False
-    host = request.headers.get("Host", "")
-    return parsed.scheme in ("http", "https") and bool(parsed.netloc) and \
-        parsed.netloc.lower() == host.lower()
-
-
 def request_host(request: Request) -> str | None:
     """The request's Host header when it is a plain host[:port], else None."""
     host = request.headers.get("Host", "")

@@ -49,10 +49,14 @@ def split_room_path(path: str) -> tuple[str | None, str]:
 AUDIO_SAMPLE_RATE, AUDIO_CHANNELS, AUDIO_FORMAT = 16000, 1, "s16le"
 
 
-def audio_auth(token: str, realtime: bool) -> dict:
-    """The first message a sender puts on /ws/audio."""
-    return {"type": "auth", "token": token, "sample_rate": AUDIO_SAMPLE_RATE, "channels": AUDIO_CHANNELS,
+def audio_auth(token: str, realtime: bool, resume: bool = False) -> dict:
+    """The first message a sender puts on /ws/audio; ``resume``: it is coming back after a drop
+    (and resends from the ``received`` of the server's ``ok``)."""
+    auth = {"type": "auth", "token": token, "sample_rate": AUDIO_SAMPLE_RATE, "channels": AUDIO_CHANNELS,
             "format": AUDIO_FORMAT, "realtime": bool(realtime)}
+    if resume:
+        auth["resume"] = True
+    return auth
 
 
 def audio_format_problem(auth: dict) -> str | None:
@@ -72,6 +76,7 @@ BAD_FORMAT = "bad_format"
 NO_REMOTE_INPUT = "no_remote_input"
 ENDED = "ended"
 BUSY = "busy"
+TOO_MANY_ATTEMPTS = "too_many_attempts"  # wrong tokens from this address: wait, then try again
 
 # -- close codes (RFC 6455 §7.4.1) ----------------------------------------------------------------
 
@@ -133,6 +138,24 @@ def int_field(obj: dict, key: str, default: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ProtocolError("bad_message", f'"{key}" must be a whole number ≥ 0')
     return value
+
+
+def guard_abort(connection) -> None:
+    """Make ``connection.transport.abort()`` a no-op once the connection is gone.
+
+    CPython's selector transport (3.11, 3.12) forgets its loop when a ``close()`` that had to
+    flush its buffer completes, without marking itself lost: a later ``abort()`` (which
+    websockets calls when a close times out) then raises ``AttributeError: 'NoneType' object has
+    no attribute 'call_soon'``, which took `subtitler send` down mid-stream. Call it from the
+    connection's ``connection_made``.
+    """
+    transport = connection.transport
+    abort = transport.abort
+
+    def abort_unless_lost() -> None:
+        if not connection.connection_lost_waiter.done():
+            abort()
+    transport.abort = abort_unless_lost
 
 
 def text_frame(data: bytes) -> bytes:

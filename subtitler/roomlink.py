@@ -64,7 +64,8 @@ class RoomLink:
         self.controls: Controls | None = None
         self.source_languages: list[str] = []
         self.stats: SessionStats | None = None
-        self.ingest = AudioIngest(self.metrics, lambda: self.controls, lambda: self.stats)
+        self.ingest = AudioIngest(self.metrics, lambda: self.controls, lambda: self.stats,
+                                  lambda: self.session_id)
         # 'srt' → file, 'es.srt' → a translation's file: served under transcripts/
         self.transcripts: dict[str, Path] = {}
         self.connections: set[ServerConnection] = set()  # every socket of this room, for closing it
@@ -102,6 +103,14 @@ class RoomLink:
 
     def clear(self) -> None:
         self._call(self.channel.clear)
+
+    def on_audio_gap(self, listener) -> None:
+        """``listener(at, seconds, reason)`` hears of every gap a sender reports (audio it lost:
+        ``at`` is the session's audio second where it lies), in the server's loop: the room
+        marks it in its transcript. It must return at once."""
+        def apply() -> None:
+            self.ingest.on_gap = listener
+        self._call(apply)
 
     def finish_ingest(self, timeout: float = 5.0) -> None:
         """Blocking: the session finished the remote stream and flushed; answer the sender's
@@ -159,7 +168,10 @@ class RoomLink:
             "in_speech": bool(st and st.in_speech),
             "language": self.source_language,
             "viewers": len(self.channel.viewers),
-            "dropped_audio": st.dropped_frames if st else 0,
+            # 20 ms blocks lost: the capture queue overflowed here, or a sender reported a gap
+            "dropped_audio": (st.dropped_frames if st else 0) + round(self.ingest.gap_seconds * 50),
+            "audio_gaps": self.ingest.gaps,
+            "audio_gap_seconds": round(self.ingest.gap_seconds, 2),
             "skipped_utterances": st.skipped_utterances if st else 0,
             "skipped_seconds": round(st.skipped_seconds, 1) if st else 0.0,
             "audio_idle_s": round(st.audio_idle_s, 1) if st and st.audio_idle_s is not None else None,

@@ -8,6 +8,14 @@ room (``subtitler run``'s one room) also on the bare single-room paths (``/ws/vi
 ``endpoints`` (handlers, tokens), ``channel`` (fan-out), ``ingest`` (audio); docs/protocol.md
 describes it.
 
+The edge also keeps hostile or broken clients from costing anyone else (``_Connection``,
+``admission``): every TCP connection counts against a total and a per-address cap, far below
+the open-file limit (raised at start where allowed); each endpoint (screens, consoles, senders)
+has its own places; wrong tokens slow their address down; a browser page may steer a room only
+from an origin this server serves; a request that is not one whole HTTP request is answered 400
+and logged once per address. With ``tls_cert``/``tls_key`` every page and socket is served over
+TLS (https://, wss://).
+
 Threads: the engine publishes captions from its own threads; each RoomLink hands them to
 the server's loop with ``call_soon_threadsafe`` and returns at once, so a pipeline never
 waits on a screen. Rooms' state lives in that one loop thread and needs no locks; the
@@ -22,6 +30,7 @@ import ipaddress
 import logging
 import secrets
 import socket
+import ssl
 import threading
 import time
 import urllib.parse
@@ -29,8 +38,11 @@ from pathlib import Path
 from typing import Callable, Coroutine, Iterable
 
 from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import InvalidMessage
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 
+from .admission import FILES_RESERVE, AuthThrottle, Caps, ConnectionLimits, origin_allowed, served_origins
 from .channel import CLOSE_TIMEOUT, WRITE_HIGH, Fanout, close_ws
 from .config import ServerConfig
 from .endpoints import VenueControls, guarded, serve_room, serve_venue
@@ -38,9 +50,9 @@ from .ingest import Ingest
 from .langcodes import is_language_code
 from .metrics import RoomMetrics, render
 from .pages import (WEB_DIR, file_response, http_response, index_page, json_response, qr_response, redirect,
-                    request_host, same_origin, static_file, text_response, transcript_list, transcript_response)
+                    request_host, static_file, text_response, transcript_list, transcript_response)
 from .protocol import (AUDIO, CLOSE_GOING_AWAY, CONTROL, PROTOCOL_VERSION, ROOM_ENDPOINTS, STATUS_INTERVAL, VENUE,
-                       VIEW, check_room_name, room_path, split_room_path)
+                       VIEW, check_room_name, guard_abort, room_path, split_room_path)
 from .roomlink import Controls, RoomLink
 
 log = logging.getLogger("subtitler.server")
@@ -49,6 +61,11 @@ log = logging.getLogger("subtitler.server")
 LEGACY_PATHS = frozenset((VIEW, CONTROL, AUDIO, "/api/session", "/overlay.html", "/console.html", "/live.html",
                           "/qr.svg"))
 ROOM_DRAIN = 1.0  # seconds a closing room's queued captions get before its clients are closed
+ENDPOINT_ROLES = {VIEW: "viewer", CONTROL: "console", AUDIO: "sender", VENUE: "console"}
+HEAD_LIMIT = 1 << 16  # request head bytes scanned for pipelining (websockets refuses larger heads)
+LOGGED_ADDRESSES = 4096  # addresses whose bad requests were logged once (then: no more logging)
+PING_GRACE = 5.0  # websockets' keepalive gives up this long after our own slow-client check
+BACKLOG, SMALL_BACKLOG = 2048, 64  # connections waiting to be accepted (and accepted at once)
 
 __all__ = ["PROTOCOL_VERSION", "RoomLink", "Server", "ServerError", "WEB_DIR"]
 
@@ -96,9 +113,33 @@ class Server:
         self._error: BaseException | None = None
         self._stop: asyncio.Event | None = None
         self._drain = 2.0
+        self.caps = Caps((config.max_viewers, config.max_viewers_per_address),
+                         (config.max_consoles, config.max_consoles_per_address),
+                         (config.max_senders, config.max_senders_per_address))
+        self.limits = ConnectionLimits(self.caps)
+        self.throttle = AuthThrottle()
+        self.origins: frozenset[str] = frozenset()  # set once the port is known
+        self.tls: ssl.SSLContext | None = None
+        self.backlog = BACKLOG
+        self.bad_requests = 0
+        self._bad_logged: set[str] = set()
+        self.idle: dict[_Connection, None] = {}  # counted connections that sent no request yet, oldest first
+        self.evicted = 0
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self, timeout: float = 30.0) -> "Server":
+        self.tls = tls_context(self.config)
+        open_files = raise_open_file_limit()
+        # asyncio accepts up to `backlog` connections in a row before any is counted (and a
+        # refused one is closed a loop turn later): leave room for three such batches.
+        small = open_files < self.caps.tcp_total + FILES_RESERVE + 3 * BACKLOG
+        fitted = self.caps.fitted(open_files - 3 * SMALL_BACKLOG) if small else self.caps
+        self.backlog = BACKLOG if not small else SMALL_BACKLOG
+        if fitted != self.caps:
+            log.warning("the open-file limit is %d: at most %d screens can connect (of [server] max_viewers = %d); "
+                        "raise it (ulimit -n) for more", open_files, fitted.viewers[0], self.caps.viewers[0])
+            self.caps = fitted
+            self.limits = ConnectionLimits(fitted)
         self._thread = threading.Thread(target=self._run, name="subtitler-server", daemon=True)
         self._thread.start()
         if not self._ready.wait(timeout):
@@ -125,12 +166,18 @@ class Server:
             ws_server = await serve(self._handle, host, self.config.port, process_request=self._http,
                                     compression=None,  # per-client deflate would cost more than it saves
                                     max_size=self.config.max_message_bytes, close_timeout=CLOSE_TIMEOUT,
-                                    write_limit=WRITE_HIGH, backlog=2048, logger=log)
+                                    write_limit=WRITE_HIGH, backlog=self.backlog, logger=log, ssl=self.tls,
+                                    create_connection=lambda *a, **kw: _Connection(self, *a, **kw),
+                                    # our own check (Fanout.drop_unresponsive) closes a client that
+                                    # stopped reading with 1013 first; this is for the others
+                                    ping_interval=min(10.0, max(1.0, self.config.client_timeout_s)),
+                                    ping_timeout=self.config.client_timeout_s + PING_GRACE)
         except OSError as e:
             self._error = ServerError(_bind_error(host, self.config.port, e))
             self._ready.set()
             return
         self.port = ws_server.sockets[0].getsockname()[1]
+        self.origins = served_origins(self.scheme, self._served_hosts(), self.port, self.config.allowed_origins)
         with self._lock:
             self.loop, pending, self._pending = loop, self._pending, []
         for fn, args in pending:
@@ -150,10 +197,14 @@ class Server:
             pass
 
     async def _heartbeat(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(STATUS_INTERVAL)
             try:
+                now = loop.time()
+                self.operators.drop_unresponsive(now)
                 for link in self.rooms.values():
+                    link.channel.drop_unresponsive(now)
                     link.broadcast_status()
                 self._refresh_capacity()
                 if self.operators.groups["operator"]:
@@ -304,7 +355,23 @@ class Server:
             hosts = _local_addresses() + [socket.gethostname()]
         else:
             hosts = [host]
-        return [f"http://{_url_host(h)}:{self.port}" for h in hosts]
+        return [f"{self.scheme}://{_url_host(h)}:{self.port}" for h in hosts]
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls is not None else "http"
+
+    def _served_hosts(self) -> list[str]:
+        """Every name and address a page of this server can be loaded from (for Origin)."""
+        host = self.config.host
+        hosts = [host]
+        if host in ("0.0.0.0", "::", ""):
+            hosts += _local_addresses() + ["localhost", "127.0.0.1", "::1"]
+            name = socket.gethostname()
+            hosts += [name, name + ".local", socket.getfqdn()]
+        elif host == "localhost" or _is_loopback(host):
+            hosts += ["localhost", "127.0.0.1", "::1"]
+        return [h for h in dict.fromkeys(hosts) if h]
 
     def page_urls(self, name: str | None = None) -> dict[str, str]:
         """A room's addresses: overlay, console (with the room's token), live (phones), venue
@@ -314,7 +381,8 @@ class Server:
         base = self.base_urls()[0]
         prefix = base if link.default else base + room_path(link.name, "")
         return {"overlay": f"{prefix}/overlay.html", "console": f"{prefix}/console.html#token={link.token}",
-                "live": f"{prefix}/live.html", "venue": f"{base}/", "audio": base.replace("http://", "ws://", 1)}
+                "live": f"{prefix}/live.html", "venue": f"{base}/",
+                "audio": base.replace("https://", "wss://", 1).replace("http://", "ws://", 1)}
 
     def _public_base(self, request: Request) -> str:
         """The address a phone would use: a LAN address when serving every interface, else the
@@ -322,7 +390,7 @@ class Server:
         host = request_host(request)
         if self.config.host in ("0.0.0.0", "::", "") or host is None:
             return self.base_urls()[0]
-        return f"http://{host}"
+        return f"{self.scheme}://{host}"
 
     # -- WebSockets (in the loop) ---------------------------------------------------------------
     def _route(self, path: str) -> tuple[RoomLink | None, str]:
@@ -345,12 +413,16 @@ class Server:
             return
         link.connections.add(ws)
         try:
-            await serve_room(link, endpoint, ws, self.token)
+            await serve_room(link, endpoint, ws, self.token, self.throttle)
         finally:
             link.connections.discard(ws)
 
     # -- HTTP (in the loop) ---------------------------------------------------------------------
     async def _http(self, connection: ServerConnection, request: Request) -> Response | None:
+        if getattr(connection, "pipelined", False):
+            self.bad_http(_peer(connection), "bytes after the request before its answer (pipelining)")
+            return text_response(400, "one request at a time: send the next request after this answer "
+                                      "(HTTP pipelining is not supported)\n")
         path, _, query = request.path.partition("?")
         name, rest = split_room_path(path)
         if name is not None:
@@ -360,9 +432,9 @@ class Server:
                                           f"{', '.join(sorted(self.rooms)) or 'none'} (GET /api/venue lists them)\n")
             if rest in ("", "/"):
                 return redirect(room_path(name, "/live.html"))
-            return self._room_http(link, rest, query, request, room_path(name, ""))
+            return self._room_http(connection, link, rest, query, request, room_path(name, ""))
         if path == VENUE:
-            return None if same_origin(request) else _cross_origin()
+            return self._admit(connection, request, VENUE)
         if path == "/healthz":
             return json_response(self._healthz())
         if path == "/metrics":
@@ -375,7 +447,7 @@ class Server:
                 return text_response(404, f"{path[:80]} belongs to a room, and this server has no default "
                                           f"room: use /rooms/NAME{path[:80]} (rooms: "
                                           f"{', '.join(sorted(self.rooms)) or 'none'}; the venue page / lists them)\n")
-            return self._room_http(link, path, query, request, "")
+            return self._room_http(connection, link, path, query, request, "")
         if path.startswith("/ws/"):
             return text_response(404, f"no WebSocket endpoint {path[:80]}; use /rooms/NAME/ws/view, "
                                       f"/rooms/NAME/ws/control, /rooms/NAME/ws/audio or {VENUE}\n")
@@ -385,12 +457,11 @@ class Server:
                                for r in self.rooms.values()], PROTOCOL_VERSION)
         return file_response(target)
 
-    def _room_http(self, link: RoomLink, rest: str, query: str, request: Request, prefix: str) -> Response | None:
+    def _room_http(self, connection: ServerConnection, link: RoomLink, rest: str, query: str, request: Request,
+                   prefix: str) -> Response | None:
         """A room's own paths (``rest``, below ``prefix``: /rooms/NAME, or '' for the default room)."""
         if rest in ROOM_ENDPOINTS:
-            if rest != VIEW and not same_origin(request):
-                return _cross_origin()
-            return None  # go on with the WebSocket handshake
+            return self._admit(connection, request, rest)  # None: go on with the WebSocket handshake
         if rest.startswith("/ws/"):
             return text_response(404, f"no WebSocket endpoint {prefix}{rest[:80]}; use {prefix}{VIEW}, "
                                       f"{prefix}{CONTROL} or {prefix}{AUDIO}\n")
@@ -408,10 +479,42 @@ class Server:
             return qr_response(url + (f"?lang={lang}" if lang else ""))
         return file_response(static_file(self.web_dir, rest))
 
+    def _admit(self, connection: ServerConnection, request: Request, endpoint: str) -> Response | None:
+        """A WebSocket endpoint's door: a browser page from another origin may not steer a room
+        (DNS rebinding included: the Origin must name an address this server serves), and each
+        role has its places (``admission.ConnectionLimits``); the place is held until the
+        connection closes."""
+        if endpoint != VIEW and not origin_allowed(request.headers.get("Origin"), self.origins):
+            self.limits.refused["origin"] = self.limits.refused.get("origin", 0) + 1
+            return _cross_origin(request.headers.get("Origin", ""))
+        role = ENDPOINT_ROLES[endpoint]
+        if getattr(connection, "role", None) is not None:  # not a second place for one connection
+            return None
+        address = _peer(connection)
+        refusal = self.limits.admit(role, address)
+        if refusal is not None:
+            log.debug("refused a %s from %s: %s", role, address, refusal)
+            return text_response(503, f"refused: {refusal}; try again later\n")
+        if isinstance(connection, _Connection):
+            connection.role = role
+        else:  # pragma: no cover - every connection is a _Connection
+            self.limits.release(role, address)
+        return None
+
+    def bad_http(self, address: str, what: str) -> None:
+        """Count a request that was not one whole HTTP request; log it once per address."""
+        self.bad_requests += 1
+        if address in self._bad_logged or len(self._bad_logged) >= LOGGED_ADDRESSES:
+            return
+        self._bad_logged.add(address)
+        log.warning("bad HTTP request from %s: %s; answered 400 (further bad requests from this address "
+                    "are counted in /metrics, not logged)", address, what[:200])
+
     def _healthz(self) -> dict:
         health = {"status": "ok", "protocol": PROTOCOL_VERSION, "rooms": len(self.rooms),
                   "uptime": round(time.monotonic() - self.started, 1),
-                  "viewers": sum(len(r.channel.viewers) for r in self.rooms.values())}
+                  "viewers": sum(len(r.channel.viewers) for r in self.rooms.values()),
+                  "connections": self.limits.sockets, "tls": self.tls is not None}
         if self.default_room is not None:
             health["session"] = self.default_room.session_id
         problems = [p for r in self.rooms.values() for p in r.problems()]
@@ -427,7 +530,38 @@ class Server:
             except Exception:
                 log.exception("the host's metrics failed")
         return render([r.sample() for r in self.rooms.values()], uptime=time.monotonic() - self.started,
-                      host_text=host_text)
+                      host_text=self._edge_metrics() + host_text)
+
+    def _edge_metrics(self) -> str:
+        """The connection edge's and the audio ingest's lines for /metrics (Prometheus text)."""
+        rooms = list(self.rooms.values())
+        out: list[str] = []
+
+        def family(name: str, kind: str, help_: str, samples: list[tuple[str, float]]) -> None:
+            out.extend((f"# HELP {name} {help_}", f"# TYPE {name} {kind}"))
+            out.extend(f"{name}{{{labels}}} {value:.10g}" if labels else f"{name} {value:.10g}"
+                       for labels, value in samples)
+
+        limits = self.limits
+        family("subtitler_connections", "gauge", "Open connections: TCP, and WebSocket places by role.",
+               [('kind="tcp"', limits.sockets)] + [(f'kind="{r}"', limits.count(r)) for r in ("viewer", "console", "sender")])
+        family("subtitler_connections_refused_total", "counter", "Connections refused at the edge, by reason "
+               "(idle: dropped to make room, having sent nothing).",
+               [(f'reason="{k}"', v) for k, v in sorted({**limits.refused, "idle": self.evicted}.items())])
+        family("subtitler_auth_failures_total", "counter", "Wrong or missing tokens.", [("", self.throttle.failures)])
+        family("subtitler_auth_throttled_total", "counter", "Token attempts refused while their address had to wait.",
+               [("", self.throttle.throttled)])
+        family("subtitler_bad_requests_total", "counter", "Requests that were not one whole HTTP request (answered 400).",
+               [("", self.bad_requests)])
+        family("subtitler_audio_gaps_total", "counter", "Gaps in a room's audio that its sender reported (audio lost "
+               "before it could be sent).", [(f'room="{r.name}"', r.ingest.gaps) for r in rooms])
+        family("subtitler_audio_gap_seconds_total", "counter", "Seconds of audio in those gaps.",
+               [(f'room="{r.name}"', round(r.ingest.gap_seconds, 3)) for r in rooms])
+        family("subtitler_audio_resumes_total", "counter", "Senders that reconnected and resumed from the acknowledged "
+               "audio.", [(f'room="{r.name}"', r.ingest.resumes) for r in rooms])
+        family("subtitler_audio_sender_connected", "gauge", "1 while an audio sender is connected.",
+               [(f'room="{r.name}"', int(r.ingest.sender is not None)) for r in rooms])
+        return "\n".join(out) + "\n"
 
     # -- the single-room calls, before rooms: they act on the default room ------------------------
     # (kept while callers move to add_room(…, default=True) → RoomLink; a default room named
@@ -473,8 +607,165 @@ class Server:
         self._legacy_room().finish_ingest(timeout)
 
 
-def _cross_origin() -> Response:
-    return text_response(403, "cross-origin WebSocket refused: open the console from this server\n")
+def _cross_origin(origin: str) -> Response:
+    return text_response(403, f"cross-origin WebSocket refused: a page from {origin[:100]!r} may not steer this "
+                              f"server; open the console from this server's own address (or list the origin in "
+                              f"[server] allowed_origins)\n")
+
+
+def _peer(connection: ServerConnection) -> str:
+    address = getattr(connection, "address", None)
+    if address:
+        return address
+    peer = connection.remote_address
+    return str(peer[0]) if peer else "?"
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def plain_response(status: int, reason: str, text: str) -> bytes:
+    """A whole HTTP/1.1 response that closes the connection, for answers given outside websockets."""
+    body = text.encode()
+    return (f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+
+class _Connection(ServerConnection):
+    """websockets' server connection, with this server's edge (see the module doc).
+
+    * ``connection_made``: counts the TCP connection (``ConnectionLimits.open_socket``); over a
+      cap it is answered 503 and closed before anything is read.
+    * ``data_received``: bytes that follow a request before its answer (pipelining, or a
+      client that does not wait for the handshake) are not fed to websockets, which would
+      parse them as frames and fail the connection mid-handshake (an AssertionError and a
+      traceback per request); the request is answered 400 instead.
+    * ``send_data``: a request websockets could not parse gets a 400 before the close (it
+      would close without a word).
+    * the transport's ``abort`` is guarded (``protocol.guard_abort``).
+    """
+
+    def __init__(self, venue: Server, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.venue, self.address = venue, ""
+        self.counted = False
+        self.role: str | None = None  # the endpoint place this connection holds
+        self.head: bytearray | None = bytearray()  # the request head, until it is complete
+        self.pipelined = self.answered = False
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        guard_abort(self)
+        peer = transport.get_extra_info("peername")
+        self.address = str(peer[0]) if peer else "?"
+        venue = self.venue
+        if venue.limits.full and venue.idle:
+            # Full: make room by dropping the connection that has waited longest without sending
+            # a request (a flood of idle sockets cannot lock the console or a sender out).
+            oldest = next(iter(venue.idle))
+            oldest.drop_idle()
+        refusal = venue.limits.open_socket(self.address)
+        if refusal is None:
+            self.counted = True
+            venue.idle[self] = None
+            return
+        transport.write(plain_response(503, "Service Unavailable", f"refused: {refusal}; try again later\n"))
+        transport.close()
+
+    def drop_idle(self) -> None:
+        self.venue.idle.pop(self, None)
+        self.venue.evicted += 1
+        if self.counted:
+            self.counted = False
+            self.venue.limits.close_socket(self.address)
+        self.transport.abort()
+
+    def connection_lost(self, exc) -> None:
+        super().connection_lost(exc)
+        self.venue.idle.pop(self, None)
+        if self.counted:
+            self.counted = False
+            self.venue.limits.close_socket(self.address)
+        if self.role is not None:
+            self.venue.limits.release(self.role, self.address)
+            self.role = None
+
+    def data_received(self, data: bytes) -> None:
+        if self.request is None and self.head is not None:
+            self.head += data
+            end = self.head.find(b"\r\n\r\n")
+            if end >= 0:
+                extra = len(self.head) - end - 4
+                self.head = None
+                if extra:
+                    self.pipelined = True
+                    data = data[:len(data) - extra]
+            elif len(self.head) > HEAD_LIMIT:
+                self.head = None  # websockets answers 431 itself
+        elif self.request is not None and self.protocol.state is State.CONNECTING:
+            self.pipelined = True  # more bytes before our answer: dropped, answered 400
+            return
+        super().data_received(data)
+        if self.request is not None or self.head is None:
+            self.venue.idle.pop(self, None)  # it spoke: no longer a candidate for dropping
+
+    def send_data(self) -> None:
+        exc = self.protocol.handshake_exc
+        if (not self.answered and self.request is None and isinstance(exc, InvalidMessage)
+                and not isinstance(exc.__cause__, EOFError)):
+            self.answered = True
+            what = str(exc.__cause__ or exc)
+            self.venue.bad_http(self.address, what)
+            self.transport.write(plain_response(400, "Bad Request", f"bad HTTP request: {what[:200]}\n"))
+        super().send_data()
+
+
+def tls_context(config: ServerConfig) -> ssl.SSLContext | None:
+    """The server's TLS context from ``tls_cert``/``tls_key``; None when neither is set.
+    ServerError says what is wrong with them."""
+    cert, key = config.tls_cert, config.tls_key
+    if not cert and not key:
+        return None
+    if not cert or not key:
+        missing = "tls_key (--tls-key)" if cert else "tls_cert (--tls-cert)"
+        raise ServerError(f"TLS needs both a certificate and its key: {missing} is not set "
+                          f"([server] tls_cert and tls_key, or --tls-cert and --tls-key)")
+    for path in (cert, key):
+        if not Path(path).is_file():
+            raise ServerError(f"cannot read {path}: no such file; --tls-cert and --tls-key take PEM files "
+                              f"(the certificate and its private key)")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(cert, key)
+    except ssl.SSLError as e:
+        raise ServerError(f"the TLS certificate {cert} and key {key} do not load ({e.reason or e}): give PEM "
+                          f"files, the key belonging to the certificate") from None
+    except OSError as e:
+        raise ServerError(f"cannot read {cert} or {key}: {e.strerror or e}; --tls-cert and --tls-key take PEM "
+                          f"files (the certificate and its private key)") from None
+    return context
+
+
+def raise_open_file_limit() -> int:
+    """Raise the soft open-file limit to the hard one (at most 2^20) where allowed; the soft
+    limit in force after that."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not Unix
+        return 1 << 20
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = 1 << 20 if hard == resource.RLIM_INFINITY else min(hard, 1 << 20)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    return 1 << 20 if soft == resource.RLIM_INFINITY else soft
 
 
 def _bind_error(host: str, port: int, e: OSError) -> str:

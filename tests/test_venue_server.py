@@ -74,15 +74,20 @@ async def screen(server: Server, room: str, langs=("*",)):
     return ws, welcome
 
 
-async def auth(server: Server, path: str, token: str, **extra) -> tuple:
-    """Connect to ``path`` and authenticate: (socket, the first answer)."""
-    ws = await connect(url(server, path))
+async def auth(server: Server, path: str, token: str, source: str | None = None, **extra) -> tuple:
+    """Connect to ``path`` (from ``source``, a loopback address) and authenticate: (socket, the
+    first answer)."""
+    ws = await connect(url(server, path), local_addr=(source, 0) if source else None)
     await ws.send(json.dumps({"type": "auth", "token": token, **extra}))
     return ws, await recv_json(ws)
 
 
+_sources = iter(range(10, 250))
+
+
 async def refused(server: Server, path: str, token: str) -> None:
-    ws, answer = await auth(server, path, token)
+    # each from its own address: wrong tokens in a row from one address are slowed down (test_limits)
+    ws, answer = await auth(server, path, token, source=f"127.0.0.{next(_sources)}")
     assert answer["type"] == "error" and answer["code"] == "unauthorized", (path, answer)
     assert await closed_with(ws) == 1008
 
@@ -157,7 +162,7 @@ def test_a_rooms_token_opens_only_that_room_and_the_venue_token_opens_every_room
             await refused(server, "/rooms/hall/ws/control", FORUM_TOKEN)
             await refused(server, "/rooms/hall/ws/control", "")
             ws, ok = await auth(server, "/rooms/hall/ws/audio", HALL_TOKEN)
-            assert ok == {"type": "ok", "command": "auth"}
+            assert (ok["type"], ok["command"], ok["received"]) == ("ok", "auth", 0)
             await ws.close()
             # The venue token: every room's console and audio.
             ws, ok = await auth(server, "/rooms/forum/ws/control", VENUE_TOKEN)
@@ -167,12 +172,14 @@ def test_a_rooms_token_opens_only_that_room_and_the_venue_token_opens_every_room
             assert forum_controls.calls == ["set_language:es"] and hall_controls.calls == ["pause"]
             audio = np.arange(-3200, 3200, 10, dtype=np.int16)  # 640 samples: two 20 ms blocks
             ws, ok = await auth(server, "/rooms/forum/ws/audio", VENUE_TOKEN, realtime=False)
-            assert ok == {"type": "ok", "command": "auth"}
+            assert (ok["type"], ok["command"], ok["received"]) == ("ok", "auth", 0)
             await ws.send(audio.astype("<i2").tobytes())
             await ws.send(json.dumps({"type": "end"}))
             blocks = await asyncio.to_thread(list, forum_source)
             await asyncio.to_thread(forum.finish_ingest)
-            assert await recv_json(ws) == {"type": "ok", "command": "end"}
+            while (answer := await recv_json(ws))["type"] == "ack":
+                pass
+            assert answer == {"type": "ok", "command": "end", "received": len(audio)}
             assert np.array_equal(np.concatenate(blocks), audio)
             assert hall.ingest.pushed_seconds == 0 and hall.metrics.audio_seconds_received == 0
             # A page from another site is refused before any token, on every room's console and audio.
@@ -598,7 +605,9 @@ def test_metrics_label_every_room_and_carry_the_hosts_lines():
         assert m['subtitler_captions_total{room="forum",kind="final"}'] == 2
         assert m['subtitler_final_latency_seconds_count{room="forum"}'] == 2
         assert m["subtitler_rooms"] == 2 and m["subtitler_host_queue"] == 3
-        host_level = ("subtitler_rooms", "subtitler_uptime_seconds", "subtitler_host_queue")
+        host_level = ("subtitler_rooms", "subtitler_uptime_seconds", "subtitler_host_queue",
+                      # the connection edge's own lines (test_limits)
+                      "subtitler_connections", "subtitler_auth_", "subtitler_bad_requests_total")
         per_room = [line for line in text.splitlines() if line and not line.startswith("#")
                     and not line.startswith(host_level)]
         assert per_room and all(re.match(r'[a-z_]+\{room="(hall|forum)"', line) for line in per_room), per_room
