@@ -191,8 +191,8 @@ class _Sender:
             raise SendError(f"the server confirmed the end of the stream but received "
                             f"{self.confirmed / SAMPLE_RATE:.1f} s of the {self.sent / SAMPLE_RATE:.1f} s sent", 1)
         resent = f" ({self.resent / SAMPLE_RATE:.1f} s resent after reconnecting)" if self.resent else ""
-        self.say(f"Sent {self.sent / SAMPLE_RATE:.1f} s of audio in {took:.1f} s{resent}; the server received "
-                 f"all of it and finished the last caption{lost}.")
+        self.say(f"Sent {self.sent / SAMPLE_RATE:.1f} s of audio in {took:.1f} s{resent}, all of it received by "
+                 f"the server{lost}; the server finished the last caption.")
         return 0
 
     def _received_text(self) -> str:
