@@ -516,13 +516,18 @@ _WHY = {errno.EROFS: "it is on a read-only file system", errno.ENOTDIR: "a part 
 
 
 def check_output_folder(path: Path) -> Path:
-    """Make ``path`` (with its parents) and write a file there, before anything starts: an
-    output folder that cannot take transcripts raises OutputFolderError saying why."""
+    """Whether transcripts can be written below ``path``, before anything starts: the folders
+    missing on the way are made and a file is written there, then all of it is removed again (a
+    refused start leaves nothing behind). Raises OutputFolderError saying why not."""
     path = Path(path)
+    made: list[Path] = []
     try:
         if path.exists() and not path.is_dir():
             raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(path))
-        path.mkdir(parents=True, exist_ok=True)
+        for folder in reversed([path, *path.parents]):
+            if not folder.exists():
+                folder.mkdir()
+                made.append(folder)
         fd, probe = tempfile.mkstemp(prefix=".subtitler-write-check-", dir=path)
         try:
             os.write(fd, b"subtitler")  # creating a file is not enough on a full disk
@@ -533,6 +538,12 @@ def check_output_folder(path: Path) -> Path:
         why = _WHY.get(e.errno, e.strerror or str(e))
         raise OutputFolderError(f"cannot write transcripts to {path}: {why}; choose another folder with "
                                 f"--out DIR (or [output] dir in the config)") from None
+    finally:
+        for folder in reversed(made):
+            try:
+                folder.rmdir()
+            except OSError:
+                pass
     return path
 
 

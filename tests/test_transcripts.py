@@ -595,7 +595,10 @@ def test_files_are_synced_on_a_timer_in_the_writer_thread_not_per_caption(tmp_pa
 
 def test_check_output_folder_says_why_a_folder_cannot_take_transcripts(tmp_path, monkeypatch):
     assert check_output_folder(tmp_path / "new" / "deep") == tmp_path / "new" / "deep"
-    assert (tmp_path / "new" / "deep").is_dir() and not list((tmp_path / "new" / "deep").iterdir())
+    assert not (tmp_path / "new").exists()  # checked, and nothing left behind
+    (tmp_path / "there").mkdir()
+    check_output_folder(tmp_path / "there")
+    assert list((tmp_path / "there").iterdir()) == []
     (tmp_path / "file").write_text("x")
     with pytest.raises(OutputFolderError, match="a part of that path is a file, not a folder; choose another "
                                                 "folder with --out DIR"):
