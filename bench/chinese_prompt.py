@@ -1,7 +1,8 @@
 """Does the Simplified, punctuated initial prompt help Whisper on Mandarin? (chinese.INITIAL_PROMPT)
 
 No recorded Mandarin speech ships with Debian, so espeak-ng's Mandarin voice (``cmn``) reads
-conference sentences; the packaged Whisper ``base`` transcribes each with ``language="zh"``,
+conference sentences (voice ``cmn-latn-pinyin``: Debian's plain ``cmn`` reads the pinyin it
+makes of each character as English); the packaged Whisper ``base`` transcribes each with ``language="zh"``,
 once per prompt variant. Printed per variant (JSON):
 
 * ``traditional_chars``: share of the Han characters written in a Traditional-only form (a
@@ -62,6 +63,9 @@ VARIANTS = {
     "plain (以下是普通话的句子。)": "以下是普通话的句子。",
     "subtitler (INITIAL_PROMPT)": None,  # filled in from chinese.INITIAL_PROMPT
 }
+# Debian's espeak-ng reads Han characters as pinyin; the plain "cmn" voice then reads that pinyin
+# as English words ("ge four"), "cmn-latn-pinyin" as Mandarin syllables.
+VOICE = "cmn-latn-pinyin"
 _HAN = re.compile(r"[\u4e00-\u9fff]")
 _STRIP = re.compile(r"[\s，。！？、；：,.!?;:\"'“”‘’（）()《》]")
 
@@ -92,9 +96,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for i, s in enumerate(sentences):
             wav = Path(tmp) / f"{i}.wav"
-            subprocess.run(["espeak-ng", "-v", "cmn", "-s", str(args.speed), "-w", str(wav), s], check=True)
+            subprocess.run(["espeak-ng", "-v", VOICE, "-s", str(args.speed), "-w", str(wav), s], check=True)
             audio.append(corpus.load_16k(wav))
-    report = {"model": args.model, "sentences": len(sentences), "voice": "espeak-ng cmn", "variants": {}}
+    report = {"model": args.model, "sentences": len(sentences), "voice": "espeak-ng " + VOICE, "variants": {}}
     for name, prompt in VARIANTS.items():
         outs, t0 = [], time.perf_counter()
         for a in audio:

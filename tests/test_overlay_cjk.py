@@ -115,7 +115,6 @@ def test_files_are_simplified_and_cut_for_chinese(chinese_room):
 LINES_JS = """(sel) => {
   // The rendered lines of a caption: one box per character, grouped by their top edge.
   const el = document.querySelector(sel);
-  const text = el.firstChild ? el : null;
   const range = document.createRange();
   const chars = [];
   const walker = document.createTreeWalker(el, NodeFilter.SHOW_TEXT);
@@ -123,7 +122,8 @@ LINES_JS = """(sel) => {
     for (let i = 0; i < n.length; i++) {
       range.setStart(n, i); range.setEnd(n, i + 1);
       const r = range.getBoundingClientRect();
-      if (r.width > 0) chars.push({ch: n.data[i], top: Math.round(r.top), left: r.left, right: r.right, width: r.width});
+      if (r.width > 0) chars.push({ch: n.data[i], top: Math.round(r.top), left: r.left, right: r.right,
+                                   width: r.width});
     }
   }
   const lines = [];
@@ -219,4 +219,23 @@ def test_korean_breaks_between_words_only(browser, tmp_path):
     for line in lines:  # every rendered line is whole words
         assert all(w in words for w in line["text"].split()), [l["text"] for l in lines]
     assert "Noto Sans CJK KR" in platform_fonts(page, ".cap")
+    page.close()
+
+
+def test_audience_page_reads_chinese_in_its_face(chinese_room, browser):
+    # a phone, 390 px wide: the caption wraps at CJK line-break rules, drawn in Noto Sans CJK SC
+    server, _ = chinese_room
+    page = browser.new_page(viewport={"width": 390, "height": 800})
+    page.goto(f"http://127.0.0.1:{server.port}/rooms/main/live.html?lang=zh")
+    page.wait_for_function("(t) => Array.from(document.querySelectorAll('.line')).some(l => l.textContent === t)",
+                           arg=SIMPLIFIED, timeout=15_000)
+    page.evaluate("(t) => Array.from(document.querySelectorAll('.line')).find(l => l.textContent === t)"
+                  ".setAttribute('data-test', 'zh')", SIMPLIFIED)
+    sel = '.line[data-test="zh"]'
+    assert page.evaluate("(s) => document.querySelector(s).lang", sel) == "zh"
+    lines = page.evaluate(LINES_JS.replace("el.closest('.block')", "el.parentElement"), sel)["lines"]
+    assert len(lines) >= 2 and "".join(l["text"] for l in lines) == SIMPLIFIED
+    assert not any(l["text"][0] in "，。！？；：、）" for l in lines)
+    fonts = platform_fonts(page, sel)
+    assert sum(n for f, n in fonts.items() if "CJK" in f) == len(SIMPLIFIED) and "Noto Sans CJK SC" in fonts, fonts
     page.close()
