@@ -304,6 +304,167 @@ def build_stream(out_wav: Path, lang: str = "en", count: int = 12, seed: int = 0
 
 
 # --------------------------------------------------------------------------
+# Mixed streams: several speakers, short utterances, noise, language changes
+# --------------------------------------------------------------------------
+
+# Two disjoint halves of each language's prompts (by a digest of the name), so a stream one
+# tunes on and a stream one reports never share a recording or a sentence.
+SPLITS = ("tune", "report")
+# espeak-ng voices per split: the report's speakers are not the tuning's either. Synthetic,
+# but other voices, rates and accents than Asterisk's one recorded speaker.
+ESPEAK_VOICES = {
+    ("en", "tune"): ("en-gb+m3", "en-029+f2"),
+    ("en", "report"): ("en-us+f3", "en-gb-scotland+m2", "en-gb-x-rp+f4"),
+    ("es", "tune"): ("es+m3", "es-419+f2"),
+    ("es", "report"): ("es-419+m2", "es+f3", "es+m6"),
+}
+
+
+def in_split(name: str, split: str | None) -> bool:
+    if split is None:
+        return True
+    import zlib
+
+    return (zlib.crc32(name.encode()) % 2 == 0) == (split == SPLITS[0])
+
+
+def espeak_16k(text: str, voice: str, speed: int = 165) -> np.ndarray:
+    """``text`` spoken by espeak-ng's ``voice`` as 16 kHz mono int16."""
+    if not shutil.which("espeak-ng"):
+        raise FileNotFoundError("espeak-ng is needed for mixed streams (apt-get install espeak-ng)")
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "say.wav"
+        subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(path), text],
+                       check=True, capture_output=True)
+        return load_16k(path)
+
+
+def _noise(n: int, rng: np.random.Generator, dbfs: float) -> np.ndarray:
+    """Brownish noise (a fan, a street) at ``dbfs`` RMS: white noise through a one-pole low-pass."""
+    from itertools import accumulate
+
+    white = rng.standard_normal(n)
+    y = np.fromiter(accumulate(white, lambda a, x: 0.97 * a + x), float, n)
+    y -= y.mean()
+    y *= (32768.0 * 10 ** (dbfs / 20.0)) / (np.sqrt(np.mean(y * y)) + 1e-12)
+    return y
+
+
+def build_mixed_stream(out_wav: Path, plan: list[tuple[str, int]] | None = None, lang: str = "en",
+                       count: int = 38, seed: int = 0, split: str | None = "report",
+                       short_share: float = 0.2, espeak_share: float = 0.3,
+                       gaps: tuple[float, float] = (0.7, 2.2), long_silence_after: int | None = 12,
+                       long_silence: float = 20.0, noise_after: int | None = 24, noise_s: float = 10.0,
+                       noise_db: float = -35.0, background_db: float | None = -62.0,
+                       picks: list[tuple[str, str]] | None = None) -> dict:
+    """A long stream as a meeting sounds: Asterisk's recorded prompts and espeak-ng voices
+    reading other prompts' transcripts, utterances of one to three words among longer ones,
+    a long silence, a stretch of loud noise, a quiet background throughout.
+
+    ``plan``: [(language, utterances), …] for speakers who change language (English, then
+    Spanish, then English); default [(lang, count)]. ``split`` picks the half of the prompts
+    and the espeak voices (``SPLITS``): tune on one, report the other. Writes the WAV and its
+    truth JSON (as ``build_stream``, plus each utterance's ``lang``, ``source`` and ``words``:
+    the end second of each reference word, interpolated by characters within its speech, and
+    ``silences`` entries with ``kind`` "silence" or "noise"). ``picks``: [(language, prompt
+    name), …] to say exactly which Asterisk recordings, in order (no espeak, no choice).
+    """
+    out_wav = Path(out_wav)
+    if picks is not None:
+        plan = [(lg, 1) for lg, _ in picks]
+        espeak_share = 0.0
+    plan = plan or [(lang, count)]
+    rng = random.Random(seed)
+    sr = SAMPLE_RATE
+    pad = int(round(PAD_S * sr))
+    pieces: list[np.ndarray] = []
+    pos = 0
+    utterances, silences = [], []
+    total = sum(n for _, n in plan)
+
+    def add(x: np.ndarray) -> None:
+        nonlocal pos
+        pieces.append(x.astype(np.float64))
+        pos += len(x)
+
+    def gap(seconds: float) -> None:
+        add(np.zeros(int(round(seconds * sr))))
+
+    chosen: dict[str, set] = {}
+    gap(rng.uniform(*gaps))
+    index = 0
+    for lang_i, n_i in plan:
+        prompts = load_prompts(lang_i)
+        durations = dict(_speech_durations(lang_i))
+        names = [n for n in sorted(prompts) if in_split(n, split) and n not in chosen.get(lang_i, ())]
+        short = [n for n in names if len(normalize(prompts[n], lang_i).split()) <= 3 and durations.get(n, 0) >= 0.3]
+        long = [n for n in names if 1.0 <= durations.get(n, 0) <= 8.0 and len(normalize(prompts[n], lang_i).split()) > 3]
+        voices = ESPEAK_VOICES.get((lang_i, split or "report"), ())
+        for _ in range(n_i):
+            is_short = rng.random() < short_share
+            pool = short if is_short else long
+            if picks is not None:
+                name = picks[index][1]
+            else:
+                name = rng.choice([n for n in pool if n not in chosen.setdefault(lang_i, set())])
+            chosen.setdefault(lang_i, set())
+            chosen[lang_i].add(name)
+            text = prompts[name]
+            if voices and rng.random() < espeak_share:
+                voice = rng.choice(voices)
+                x = espeak_16k(text, voice, speed=rng.randint(150, 185))
+                source = f"espeak:{voice}"
+            else:
+                x = load_16k(prompt_path(name, lang_i))
+                source = "asterisk"
+            bounds = speech_bounds(x, sr)
+            if bounds is None:
+                continue
+            on, off = bounds
+            a, b = max(0, on - pad), min(len(x), off + pad)
+            start, end = (pos + on - a) / sr, (pos + off - a) / sr
+            ref_words = text.split()
+            # each word's end, interpolated by characters (a word's share of the speech)
+            lengths = np.cumsum([len(w) + 1 for w in ref_words])
+            ends = [round(start + (end - start) * c / lengths[-1], 3) for c in lengths]
+            utterances.append({"name": name, "text": text, "lang": lang_i, "source": source,
+                               "start": round(start, 3), "end": round(end, 3),
+                               "words": [[w, e] for w, e in zip(ref_words, ends)]})
+            add(x[a:b])
+            if index == long_silence_after and index < total - 1:
+                silences.append({"start": utterances[-1]["end"], "end": None, "kind": "silence"})
+                gap(long_silence)
+            elif index == noise_after and index < total - 1:
+                gap(1.0)
+                nrng = np.random.default_rng(seed + 1)
+                silences.append({"start": utterances[-1]["end"], "end": None, "kind": "noise"})
+                add(_noise(int(noise_s * sr), nrng, noise_db))
+                gap(1.0)
+            else:
+                gap(rng.uniform(*gaps))
+            index += 1
+
+    y = np.concatenate(pieces)
+    if background_db is not None:
+        y += np.random.default_rng(seed).standard_normal(len(y)) * (32768.0 * 10 ** (background_db / 20.0))
+    y = np.clip(np.round(y), -32768, 32767).astype(np.int16)
+    duration = round(len(y) / sr, 3)
+    for s in silences:
+        nxt = [u["start"] for u in utterances if u["start"] > s["start"]]
+        s["end"] = nxt[0] if nxt else duration
+    langs = list(dict.fromkeys(lg for lg, _ in plan))
+    out_wav.parent.mkdir(parents=True, exist_ok=True)
+    write_wav(out_wav, y, sr)
+    truth = {"wav": str(out_wav), "sample_rate": sr, "duration": duration,
+             "lang": langs[0] if len(langs) == 1 else "+".join(langs), "seed": seed, "split": split,
+             "plan": plan, "utterances": utterances, "silences": silences}
+    out_wav.with_suffix(".json").write_text(json.dumps(truth, indent=2, ensure_ascii=False) + "\n")
+    return truth
+
+
+# --------------------------------------------------------------------------
 # Text normalisation and WER
 # --------------------------------------------------------------------------
 
@@ -446,7 +607,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--noise-db", type=float, default=None)
     p.add_argument("--min-duration", type=float, default=1.0)
     p.add_argument("--max-duration", type=float, default=8.0)
+    p.add_argument("--mixed", action="store_true",
+                   help="a mixed stream (build_mixed_stream): espeak voices, short utterances, noise")
+    p.add_argument("--split", choices=SPLITS, default="report", help="with --mixed: which half of the prompts")
+    p.add_argument("--plan", help="with --mixed: languages in turn, e.g. en:8,es:8,en:8")
     a = p.parse_args(argv)
+    if a.mixed:
+        plan = [(lg, int(n)) for lg, n in (x.split(":") for x in a.plan.split(","))] if a.plan else None
+        build_mixed_stream(a.out, plan=plan, lang=a.lang, count=a.count, seed=a.seed, split=a.split,
+                           long_silence_after=a.long_silence_after if a.long_silence_after is not None else
+                           (12 if a.count > 14 else None),
+                           noise_after=24 if a.count > 26 and not a.plan else None)
+        print(a.out.with_suffix(".json"))
+        return 0
     build_stream(a.out, lang=a.lang, count=a.count, seed=a.seed,
                  long_silence_after=a.long_silence_after, long_silence=a.long_silence,
                  min_duration=a.min_duration, max_duration=a.max_duration, noise_db=a.noise_db)

@@ -55,6 +55,8 @@ ENCODER_CACHE = 4
 # encoder windows (one at a time on the CPU) cost what they cost.
 CPU_BATCHING = True
 CPU_BATCH = 4  # the largest batch measured there
+# A quick window holds the audio and this much silence after it (Whisper wants to hear the end).
+QUICK_PAD_S = 1.0
 # On CUDA a batch as large as the issue's venue (16 rooms with base); not yet measured on a GPU.
 CUDA_BATCH = 16
 
@@ -81,10 +83,59 @@ class Decoding:
     temperature: float = 0.0
     languages: dict[str, float] = field(default_factory=dict)
     encoder_reused: bool = False  # the audio's encoder output came from an earlier decode
+    echo_retried: bool = False  # the first output only repeated the context: decoded again without it
 
     @property
     def ok(self) -> bool:
         return self.rejected is None and bool(self.text.strip())
+
+
+class Prompt(str):
+    """A decode's prompt: the fixed text (initial prompt, hotwords, glossary terms) and the
+    previous captions as ``context``, spoken in ``language``. As a ``str`` it is both, so any
+    caller may pass it on as text; the decoder reads the parts: the context is dropped when the
+    utterance turns out to be in another language (a Spanish utterance must not be conditioned
+    on English text, Whisper would lean towards translating it)."""
+
+    fixed: str
+    context: str
+    language: str | None
+
+    def __new__(cls, fixed: str = "", context: str = "", language: str | None = None) -> "Prompt":
+        fixed, context = fixed.strip(), context.strip()
+        prompt = super().__new__(cls, " ".join(p for p in (fixed, context) if p))
+        prompt.fixed, prompt.context, prompt.language = fixed, context, language
+        return prompt
+
+    def for_language(self, language: str) -> str:
+        """The prompt text for an utterance in ``language``."""
+        if self.context and self.language is not None and language != self.language:
+            return self.fixed
+        return str(self)
+
+
+def prompt_text(prompt: str, language: str) -> str:
+    """What a ``prompt`` (a plain str or a ``Prompt``) gives an utterance in ``language``."""
+    return prompt.for_language(language) if isinstance(prompt, Prompt) else prompt
+
+
+def without_context(prompt: str) -> str:
+    return prompt.fixed if isinstance(prompt, Prompt) else prompt
+
+
+def echoes(text: str, context: str, share: float = 0.8) -> bool:
+    """The output is made of the previous captions' words (Whisper copying its prompt, once or
+    twice, pieces of several sentences, typically over noise or a language it did not expect):
+    a short one appears in the context as it is, a longer one has ``share`` of its word
+    triples there."""
+    said, before = normalize_for_match(text).split(), normalize_for_match(context).split()
+    if not said or not before:
+        return False
+    if len(said) < 3:
+        return f" {' '.join(said)} " in f" {' '.join(before)} "
+    known = {tuple(before[i:i + 3]) for i in range(len(before) - 2)}
+    triples = [tuple(said[i:i + 3]) for i in range(len(said) - 2)]
+    return sum(t in known for t in triples) >= share * len(triples)
 
 
 # -- guards ----------------------------------------------------------------------------------
@@ -184,6 +235,13 @@ def judge(text: str, avg_logprob: float, no_speech_prob: float, ratio: float, t:
     return None
 
 
+# When the prior wins over a detected language at least this likely, the utterance is decoded
+# in both and the likelier text kept (``WhisperASR._try_rival``), if it is likelier by this much
+# (average log-probability per token).
+RIVAL_MIN = 0.3
+RIVAL_MARGIN = 0.1
+
+
 def choose_language(probs: dict[str, float], prior: str | None, duration: float) -> tuple[str, float]:
     """Pick the utterance's language, giving the session's recent language the benefit of the doubt.
 
@@ -240,19 +298,22 @@ class _Work:
 
     request: DecodeRequest
     audio: np.ndarray  # float32, cut to 30 s
-    key: bytes  # digest of the audio: the encoder cache's key
+    key: bytes  # digest of the audio and the window: the encoder cache's key
+    frames: int = 3000  # the encoder's input: Whisper's 30 s window, or less for a quick decode
     encoded: np.ndarray | None = None  # encoder output [frames, width], on the host
     reused: bool = False
     language: str = ""
     probability: float = 1.0
     languages: dict[str, float] = field(default_factory=dict)
     tokenizer: object = None
+    prompt: str = ""  # the prompt text for the chosen language
     tokens: list[int] = field(default_factory=list)  # the decoder's prompt
     max_length: int = 0
     best: tuple | None = None  # (avg_logprob, temperature, text, ratio, no_speech_prob)
     settled: bool = False  # the guards need no temperature fallback
     result: Decoding | None = None
     seconds: float = 0.0  # its share of the batch's time
+    rival: str | None = None  # the detected language, when the prior was chosen over it
 
     @property
     def duration(self) -> float:
@@ -273,7 +334,8 @@ class WhisperASR:
     time)."""
 
     def __init__(self, model_path: str | Path, device: str = "auto", compute_type: str = "auto",
-                 cpu_threads: int = 0, thresholds: Thresholds = Thresholds(), encoder: str = "auto"):
+                 cpu_threads: int = 0, thresholds: Thresholds = Thresholds(), encoder: str = "auto",
+                 quick_window: bool = False):
         import os
 
         from faster_whisper import WhisperModel
@@ -316,6 +378,8 @@ class WhisperASR:
         self._encoded: OrderedDict[bytes, np.ndarray] = OrderedDict()  # audio digest → encoder output
         self.encoder_passes = 0  # audio windows encoded
         self.encoder_stops = 0  # encoder passes given up midway (their decode abandoned)
+        # decodes without fallback (partials) encode only their audio: with the torch encoder
+        self.quick_window = quick_window
 
     @property
     def languages(self) -> list[str]:
@@ -404,12 +468,11 @@ class WhisperASR:
             start = self._choose_languages(live, start)
             for w in live:
                 w.tokenizer = self._tokenizer(w.request.task, w.language)
-                w.tokens = self._prompt(w.tokenizer, w.request.prompt, w.request.prefix)
-                # Loops are cut short: speech rarely needs more than ~12 tokens a second.
-                w.max_length = min(self.model.max_length, len(w.tokens) + int(12 * w.duration) + 16)
+                w.prompt = prompt_text(w.request.prompt, w.language)
+                self._set_tokens(w, w.prompt)
             groups: dict[tuple, list[_Work]] = {}
             for w in live:
-                groups.setdefault(self._shape(w.tokens, w.tokenizer, w.request.beam_size), []).append(w)
+                groups.setdefault((w.frames, self._shape(w.tokens, w.tokenizer, w.request.beam_size)), []).append(w)
             for group in groups.values():
                 results = self._generate(group, 0.0)
                 start = _share(group, start)
@@ -419,11 +482,16 @@ class WhisperASR:
                     w.settled = self._consider(w, result, 0.0)
                     start = _share([w], start)
             for w in live:
-                for temperature in (0.2, 0.4, 0.6) if w.request.fallback else ():
-                    if w.settled:
-                        break
-                    w.settled = self._consider(w, self._generate([w], temperature)[0], temperature)
+                self._fall_back(w)
                 w.result = self._verdict(w)
+                context = w.prompt[len(without_context(w.request.prompt)):]
+                if w.result.ok and not w.request.prefix and echoes(w.result.text, context):
+                    # It only repeats the previous captions: hear it again without them. What was
+                    # really said again comes out again; an echo of the prompt does not.
+                    self._redecode(w, w.language, without_context(w.request.prompt))
+                    w.result.echo_retried = True
+                if w.rival is not None and w.result.ok and not w.request.prefix:
+                    self._try_rival(w)
                 start = _share([w], start)
         for w in works:
             w.result.elapsed = w.seconds
@@ -431,12 +499,53 @@ class WhisperASR:
 
     # -- the stages of decode_batch ---------------------------------------------------------------
 
+    def _set_tokens(self, w: _Work, prompt: str) -> None:
+        w.tokens = self._prompt(w.tokenizer, prompt, w.request.prefix)
+        # Loops are cut short: speech rarely needs more than ~12 tokens a second.
+        w.max_length = min(self.model.max_length, len(w.tokens) + int(12 * w.duration) + 16)
+
+    def _redecode(self, w: _Work, language: str, prompt: str) -> None:
+        """Decode ``w`` again (its encoder output kept) in ``language`` with ``prompt``."""
+        w.language = language
+        w.tokenizer = self._tokenizer(w.request.task, language)
+        w.prompt = prompt
+        self._set_tokens(w, prompt)
+        w.best = None
+        w.settled = self._consider(w, self._generate([w], 0.0)[0], 0.0)
+        self._fall_back(w)
+        w.result = self._verdict(w)
+
+    def _try_rival(self, w: _Work) -> None:
+        """The prior outweighed the detected language: Whisper told to write the prior's language
+        over speech in another one translates it ("Usted se unirá…" → "You will join…"). Decode
+        in the detected language too and keep the likelier text: a forced translation costs the
+        decoder probability, a right transcription does not."""
+        kept = (w.result, w.language, w.probability, w.prompt)
+        self._redecode(w, w.rival, prompt_text(w.request.prompt, w.rival))
+        if w.result.ok and w.result.avg_logprob > kept[0].avg_logprob + RIVAL_MARGIN:
+            w.probability = w.languages.get(w.rival, w.probability)
+            w.result.language_probability = w.probability
+            return
+        w.result, w.language, w.probability, w.prompt = kept
+
+    def _fall_back(self, w: _Work) -> None:
+        for temperature in (0.2, 0.4, 0.6) if w.request.fallback else ():
+            if w.settled:
+                break
+            w.settled = self._consider(w, self._generate([w], temperature)[0], temperature)
+
     def _work(self, request: DecodeRequest) -> _Work:
         audio = request.audio
         if audio.dtype == np.int16:
             audio = audio.astype(np.float32) / 32768.0
         audio = np.ascontiguousarray(audio[: int(MAX_AUDIO_S * SAMPLE_RATE)], np.float32)
-        return _Work(request, audio, hashlib.blake2b(audio.tobytes(), digest_size=16).digest())
+        frames = self.model.feature_extractor.nb_max_frames
+        if self.quick_window and not request.fallback and self._torch_encoder is not None:
+            # A quick decode (a partial) encodes the audio and a little silence, not Whisper's
+            # whole 30 s window: the encoder's cost falls with its input (bench/quick_window.py).
+            frames = min(frames, 2 * -(-int((audio.size / SAMPLE_RATE + QUICK_PAD_S) * 100) // 2))
+        key = hashlib.blake2b(audio.tobytes(), digest_size=16).digest() + frames.to_bytes(2, "little")
+        return _Work(request, audio, key, frames=frames)
 
     def _encode_all(self, works: list[_Work]) -> None:
         """Every audio's encoder output: from the cache, or encoded with the batch's other new
@@ -454,12 +563,13 @@ class WhisperASR:
                 new[w.key] = [w]
         if not new:
             return
-        frames = self.model.feature_extractor.nb_max_frames
         features = []
         for same in new.values():
             f = self.model.feature_extractor(same[0].audio)
-            features.append(np.pad(f, ((0, 0), (0, max(0, frames - f.shape[-1]))))[:, :frames])
-        encoded = self._encode(np.stack(features).astype(np.float32, copy=False))
+            frames = same[0].frames
+            features.append(np.pad(f, ((0, 0), (0, max(0, frames - f.shape[-1]))))[:, :frames].astype(
+                np.float32, copy=False))
+        encoded = self._encode(features)
         self.encoder_passes += len(new)
         for out, (key, same) in zip(encoded, new.items()):
             for w in same:
@@ -468,8 +578,8 @@ class WhisperASR:
             while len(self._encoded) > ENCODER_CACHE:
                 self._encoded.popitem(last=False)
 
-    def _encode(self, features: np.ndarray) -> list[np.ndarray]:
-        """Log-mel features [batch, n_mels, frames] → one encoder output [frames/2, width] each, on
+    def _encode(self, features: list[np.ndarray]) -> list[np.ndarray]:
+        """Log-mel features, each [n_mels, frames] → one encoder output [frames/2, width] each, on
         the host: detection, generation and the cache take them from there; on CUDA that costs a copy
         to and from the GPU (~1.5 MB each for base), little beside a decode, and it lets any
         subset of a batch be stacked again.
@@ -481,7 +591,7 @@ class WhisperASR:
         a borderline decode; one window at a time, a batch decodes to the same bits as alone."""
         if self.device == "cpu":
             return [self._encode_call(f[None])[0] for f in features]
-        out = self._encode_call(features)
+        out = self._encode_call(np.stack(features))
         # copies: a cached output must not keep the whole batch's buffer alive
         return [out[0]] if len(out) == 1 else [o.copy() for o in out]
 
@@ -512,10 +622,17 @@ class WhisperASR:
                 detect.append(w)
             else:
                 w.language = w.request.language
-        if detect:
-            for w, ranked in zip(detect, self.model.model.detect_language(self._stack(detect))):
+        by_window: dict[int, list[_Work]] = {}
+        for w in detect:
+            by_window.setdefault(w.frames, []).append(w)
+        for same in by_window.values():
+            for w, ranked in zip(same, self.model.model.detect_language(self._stack(same))):
                 w.languages = {tok[2:-2]: p for tok, p in ranked[:10]}
                 w.language, w.probability = choose_language(w.languages, w.request.prior, w.duration)
+                top = max(w.languages, key=w.languages.get)
+                if top != w.language and w.languages[top] >= RIVAL_MIN:
+                    w.rival = top
+        if detect:
             start = _share(detect, start)
         return start
 
@@ -538,8 +655,8 @@ class WhisperASR:
         shared by any batch."""
         language = request.language or "en"  # any language: its token takes one place
         tokenizer = self._tokenizer(request.task, language if self.multilingual else "en")
-        return self._shape(self._prompt(tokenizer, request.prompt, request.prefix), tokenizer,
-                           request.beam_size)
+        return self._shape(self._prompt(tokenizer, prompt_text(request.prompt, language), request.prefix),
+                           tokenizer, request.beam_size)
 
     @staticmethod
     def _shape(tokens: list[int], tokenizer, beam_size: int) -> tuple:

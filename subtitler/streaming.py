@@ -29,9 +29,12 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from .asr import Decoding, normalize_for_match
+from .asr import Decoding, Prompt, normalize_for_match
 from .captions import SAMPLE_RATE, Caption
 from .vad import SpeechAudio, SpeechEnd, SpeechPause, SpeechStart
+
+
+SENTENCE_END = ".?!…。？！"
 
 
 @dataclass(frozen=True)
@@ -48,7 +51,9 @@ class StreamingOptions:
     speculate: bool = True  # decode at pauses so the final is ready when the silence confirms;
     # off for files read faster than real time: there the final decode of the whole
     # utterance is the one to run, and the result must not depend on thread timing
-    context_chars: int = 200  # previous text given as context
+    context_chars: int = 200  # previous captions' text given as context (at most this many characters)
+    context_reset_s: float = 20.0  # a silence this long starts the context afresh (a new topic, speaker)
+    context_min_logprob: float = -0.8  # a final less sure than this never becomes context
 
     @classmethod
     def from_config(cls, asr, glossary=None, live: bool = True) -> "StreamingOptions":
@@ -86,10 +91,12 @@ class DecodeJob:
     task: str
     fallback: bool
     may_finalize: bool = False  # decoded with the final's care (beam), so it may become the final
+    lead: int = 0  # samples of audio before the utterance at the start of ``audio`` (vad.lead_ms)
 
     @property
     def samples(self) -> int:
-        return int(self.audio.size)
+        """The utterance's samples this decode heard (the lead not counted)."""
+        return int(self.audio.size) - self.lead
 
 
 @dataclass
@@ -98,6 +105,7 @@ class _Live:
 
     id: int
     start: float
+    lead: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int16))  # audio before start
     chunks: list = field(default_factory=list)
     samples: int = 0
     voiced_end: float = 0.0
@@ -133,7 +141,11 @@ class StreamingPolicy:
         self._out: list[Caption] = []
         self._seq = 0
         self._recent_langs: deque[str] = deque(maxlen=5)
-        self._context: dict[str, str] = {}  # language → recent final text
+        # the previous captions as the next decode's context: their text, language, and where
+        # the last of them ended (audio seconds)
+        self._context = ""
+        self._context_lang: str | None = None
+        self._context_end = 0.0
         self.audio_time = 0.0
         self.finals = 0
         self.skipped_utterances = 0
@@ -143,7 +155,7 @@ class StreamingPolicy:
     # -- inputs ---------------------------------------------------------------------------
     def on_event(self, event, now: float) -> None:
         if isinstance(event, SpeechStart):
-            self._current = _Live(event.utterance_id, event.start, voiced_end=event.start)
+            self._current = _Live(event.utterance_id, event.start, lead=event.lead, voiced_end=event.start)
         elif isinstance(event, SpeechAudio):
             live = self._live(event.utterance_id)
             if live is None:
@@ -304,11 +316,10 @@ class StreamingPolicy:
         live.in_flight = True
         audio = live.audio()
         live.decoded_samples = audio.size
-        prompt = self.o.prompt
-        if self.o.condition_on_previous:
-            lang = live.language or self.o.language or self.session_language
-            context = self._context.get(lang or "", "")
-            prompt = (prompt + " " + context).strip()
+        lead = live.lead.size
+        if lead:
+            audio = np.concatenate([live.lead, audio])
+        prompt = Prompt(self.o.prompt, self._context_for(live), self._context_lang)
         # A final's beam search is worth its cost; partials and a backlog decode greedily.
         may_finalize = final or live.paused
         # Partials are forced to begin with the committed words, so the screens' stable text stays.
@@ -316,10 +327,14 @@ class StreamingPolicy:
         # would: a word committed from two early, short hypotheses ("Do in…", "Do increased…")
         # is not carried into the transcript.
         prefix = "" if may_finalize and not hurry else " ".join(live.committed)
-        return DecodeJob(live.id, final, audio, self.o.language or live.language, self.session_language,
+        # The decode that may become the final detects the language on all the utterance's audio
+        # (the pin came from a partial's first second); partials keep the pin.
+        language = self.o.language or (None if may_finalize and not hurry else live.language)
+        prior = live.language or self.session_language
+        return DecodeJob(live.id, final, audio, language, prior,
                          self.o.beam_size if may_finalize and not hurry else 1,
                          prefix, prompt, self.o.task, fallback=may_finalize and not hurry,
-                         may_finalize=may_finalize)
+                         may_finalize=may_finalize, lead=lead)
 
     def _agree(self, live: _Live, decoding: Decoding, now: float, forced: bool) -> None:
         """LocalAgreement-2 over the words after the committed prefix."""
@@ -337,6 +352,10 @@ class StreamingPolicy:
         live.committed = live.committed + words[:agreed]
         live.tentative = words[agreed:]
         live.previous_tail = live.tentative
+        if live.tentative:
+            # the speaker goes on: a full stop after a word still being heard would be taken back
+            last = live.tentative[-1].rstrip(SENTENCE_END)
+            live.tentative = live.tentative[:-1] + ([last] if last else [])
         shown = (len(live.committed), " ".join(live.committed + live.tentative))
         if shown != live.last_partial:  # an unchanged line is not worth a screen update
             live.last_partial = shown
@@ -355,10 +374,58 @@ class StreamingPolicy:
                 self._retract(head, now)
                 continue
             lang = decoding.language if decoding.ok else (head.language or decoding.language)
+            text = self._steady(head, text)
             self._emit(head, "final", text, now, lang)
             self.finals += 1
             self._recent_langs.append(lang)
-            self._context[lang] = (self._context.get(lang, "") + " " + text)[-self.o.context_chars:]
+            self._remember(head, decoding, text, lang)
+
+    def _context_for(self, live: _Live) -> str:
+        """The previous captions' text this utterance's decodes are given: none after a long
+        silence, none when the utterance's language is known to differ."""
+        if not self.o.condition_on_previous or not self._context:
+            return ""
+        if live.start - self._context_end > self.o.context_reset_s:
+            return ""
+        known = self.o.language or live.language
+        if known is not None and known != self._context_lang:
+            return ""
+        return self._context
+
+    def _remember(self, live: _Live, decoding: Decoding, text: str, lang: str) -> None:
+        """A published final becomes context, bounded: only a sure one (a doubtful final may be a
+        hallucination, and Whisper would copy it on), and only with the captions of the same
+        language just before it (a language change or a long silence starts afresh)."""
+        if not self.o.condition_on_previous:
+            return
+        end = live.ended.end if live.ended is not None else live.voiced_end
+        if (lang != self._context_lang or live.start - self._context_end > self.o.context_reset_s):
+            self._context = ""
+        self._context_lang, self._context_end = lang, end
+        if not decoding.ok or decoding.avg_logprob < self.o.context_min_logprob:
+            return
+        context = (self._context + " " + text).strip()
+        if len(context) > self.o.context_chars:  # keep whole words: the most recent ones
+            context = context[-self.o.context_chars:]
+            context = context.split(" ", 1)[1] if " " in context else context
+        self._context = context
+
+    @staticmethod
+    def _steady(live: _Live, text: str) -> str:
+        """The final, written as the screens already show it where the words agree: a word
+        seen as "Lock" is not re-cased to "lock" (a visible jump for nothing). Punctuation the
+        final adds after a shown word is kept; from the first word that differs on, the final's."""
+        shown = live.last_partial[1].split() if live.last_partial else []
+        if not shown:
+            return text
+        words = text.split()
+        for i, (old, new) in enumerate(zip(shown, words)):
+            if normalize_for_match(old) != normalize_for_match(new) or not normalize_for_match(new):
+                break
+            bare = old.rstrip(SENTENCE_END + ",;:")
+            tail = new[len(new.rstrip(SENTENCE_END + ",;:")):]
+            words[i] = bare + tail if tail else old
+        return " ".join(words)
 
     def _retract(self, live: _Live, now: float) -> None:
         """An utterance turned out to hold nothing: clear any partial the screens show."""

@@ -13,7 +13,7 @@ Events, in order, for each utterance:
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -25,6 +25,10 @@ from .settings import setting
 class SpeechStart:
     utterance_id: int
     start: float
+    # the audio just before ``start`` (``lead_ms``, no speech in it): decoders hear it, as a
+    # whole-file pass hears what comes before a sentence, so the first sound is not lost;
+    # the caption's times do not include it
+    lead: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int16))
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,8 @@ class VadOptions:
     start_ms: int = setting(90, "voiced audio (within a 150 ms window) that starts an utterance", lo=10, hi=1000)
     pre_roll_ms: int = setting(300, "audio kept before the detected start, so the first syllable is not cut",
                                lo=0, hi=2000)
+    lead_ms: int = setting(700, "audio before the pre-roll that the decoder hears too (not part of the caption's "
+                                "time), so an utterance's first sound is heard in context", lo=0, hi=5000)
     pause_ms: int = setting(60, "trailing silence after which a decode may start speculatively", lo=10, hi=2000)
     end_silence_ms: int = setting(500, "trailing silence that ends an utterance", lo=100, hi=5000)
     min_speech_ms: int = setting(200, "utterances with less voiced audio are ignored", lo=0, hi=5000)
@@ -103,6 +109,7 @@ class Segmenter:
         self._start_window = n(START_WINDOW_MS)
         self._start_needed = min(n(options.start_ms), self._start_window)
         self._pre_roll = n(options.pre_roll_ms)
+        self._lead = options.lead_ms // options.frame_ms
         self._pause = n(options.pause_ms)
         self._end = n(options.end_silence_ms)
         self._post_roll = min(n(options.post_roll_ms), self._end)
@@ -111,7 +118,8 @@ class Segmenter:
 
         self._pending = np.zeros(0, np.int16)
         self._frames_seen = 0  # frames classified so far; frame i starts at i * frame samples
-        self._history: deque[tuple[np.ndarray, bool]] = deque(maxlen=self._pre_roll + self._start_window)
+        self._history: deque[tuple[np.ndarray, bool]] = deque(
+            maxlen=self._lead + self._pre_roll + self._start_window)
         self._next_id = 1
         # the utterance in progress
         self._active = False
@@ -203,19 +211,23 @@ class Segmenter:
             history = list(self._history)
             self._history.clear()
             first_voiced = next(i for i, (_, v) in enumerate(history) if v)
-            keep = history[max(0, first_voiced - self._pre_roll):]
+            begin = max(0, first_voiced - self._pre_roll)
+            keep = history[begin:]
+            lead = [f for f, _ in history[max(0, begin - self._lead):begin]]
             frames = [f for f, _ in keep]
             voiced = [v for _, v in keep]
             first = index + 1 - len(frames)
-        else:
+        else:  # a cut: what came before is the same speech, decoded already
             frames, voiced, first = carried
+            lead = []
         self._active, self._paused = True, False
         # the level gate measures against the loudest voiced frame heard so far
         self._peak_db = max((_level_db(f) for f, v in zip(frames, voiced) if v), default=float("-inf"))
         self._utt_id, self._next_id = self._next_id, self._next_id + 1
         self._utt_first, self._frames, self._voiced, self._sent = first, frames, voiced, 0
         self._last_voiced = max((i for i, v in enumerate(voiced) if v), default=-1)
-        events.append(SpeechStart(self._utt_id, self._t(first)))
+        events.append(SpeechStart(self._utt_id, self._t(first),
+                                  np.concatenate(lead) if lead else np.zeros(0, np.int16)))
 
     def _send_audio(self, upto: int, events: list) -> None:
         if upto > self._sent:

@@ -295,7 +295,7 @@ def test_finals_come_out_in_utterance_order_with_increasing_seq():
     p = StreamingPolicy(StreamingOptions(max_lag_s=None))
     caps = []
     a = Talk(p, 1, 0.0).speak(1.0)
-    decode(p, a.t, "one")  # a partial while speaking
+    decode(p, a.t, "One")  # a partial while speaking
     a.speak(0.3).silence(0.5)
     a.end()
     job1 = p.next_job(a.t)  # the decoder is busy with utterance 1 for a long time…
@@ -627,7 +627,8 @@ def test_a_confident_language_is_pinned_for_the_rest_of_the_utterance():
     talk.speak(0.3).silence(0.5)
     talk.end()
     job = p.next_job(talk.t + 2)
-    assert job.final and job.language == "de"
+    # the final hears all the audio: it detects again, with the pin as the prior
+    assert job.final and job.language is None and job.prior == "de"
     p.on_result(job, dec("Guten Morgen zusammen.", lang="de", p=1.0), talk.t + 3)
     caps = p.drain()
     assert {c.lang for c in caps} == {"de"}
@@ -676,21 +677,110 @@ def test_a_fixed_language_is_used_for_every_job():
     assert p.next_job(talk.t).language == "fr"
 
 
-def test_previous_finals_of_the_language_condition_the_next_decode():
+def next_final_job(p: StreamingPolicy, uid: int, start: float) -> DecodeJob:
+    talk = Talk(p, uid, start).speak(1.0).silence(0.5)
+    talk.end()
+    return p.next_job(talk.t)
+
+
+def test_previous_finals_condition_the_next_decode():
     p = StreamingPolicy(StreamingOptions(prompt="Chongqing, SCO"))
     one_utterance(p, 1, 0.0, "Welcome to Chongqing.", "en")
+    one_utterance(p, 2, 2.0, "Let's begin.", "en")
+    job = next_final_job(p, 3, 4.0)
+    assert job.prompt == "Chongqing, SCO Welcome to Chongqing. Let's begin."
+    assert (job.prompt.fixed, job.prompt.context, job.prompt.language) == \
+        ("Chongqing, SCO", "Welcome to Chongqing. Let's begin.", "en")
+    # the decoder drops the context for an utterance that turns out to be in another language
+    assert job.prompt.for_language("es") == "Chongqing, SCO"
+    assert job.prompt.for_language("en") == job.prompt
+
+
+def test_a_language_change_starts_the_context_afresh():
+    p = StreamingPolicy()
+    one_utterance(p, 1, 0.0, "Welcome to Chongqing.", "en")
     one_utterance(p, 2, 2.0, "Bienvenidos.", "es")
-    one_utterance(p, 3, 4.0, "Thanks.", "en")
-    talk = Talk(p, 4, 6.0).speak(1.0).silence(0.5)
-    talk.end()
-    job = p.next_job(talk.t)
-    assert job.prompt.startswith("Chongqing, SCO")
-    assert "Welcome to Chongqing." in job.prompt and "Bienvenidos" not in job.prompt  # prior: en
+    job = next_final_job(p, 3, 4.0)
+    assert (job.prompt.context, job.prompt.language) == ("Bienvenidos.", "es")
+    p.on_result(job, dec("Thanks.", lang="en"), 6.0)
+    job = next_final_job(p, 4, 7.0)
+    assert (job.prompt.context, job.prompt.language) == ("Thanks.", "en")  # not "Welcome…" of before
+
+
+def test_a_long_silence_starts_the_context_afresh():
+    p = StreamingPolicy(StreamingOptions(context_reset_s=20.0))
+    one_utterance(p, 1, 0.0, "Welcome to Chongqing.", "en")
+    assert next_final_job(p, 2, 15.0).prompt.context == "Welcome to Chongqing."
+    p = StreamingPolicy(StreamingOptions(context_reset_s=20.0))
+    one_utterance(p, 1, 0.0, "Welcome to Chongqing.", "en")
+    job = next_final_job(p, 2, 25.0)
+    assert job.prompt == "" and job.prompt.context == ""
+    p.on_result(job, dec("Are you there?"), 27.0)
+    assert next_final_job(p, 3, 28.0).prompt.context == "Are you there?"  # and it starts again
+
+
+def test_an_unsure_final_is_shown_but_never_becomes_context():
+    p = StreamingPolicy()
+    one_utterance(p, 1, 0.0, "Welcome.", "en")
+    job = next_final_job(p, 2, 2.0)
+    p.on_result(job, dec("The conference was announced.", avg_logprob=-0.95), 4.0)
+    assert finals(p.drain(), 2)[0].text == "The conference was announced."
+    assert next_final_job(p, 3, 5.0).prompt.context == "Welcome."
+
+
+def test_the_context_is_bounded_to_the_most_recent_whole_words():
+    p = StreamingPolicy(StreamingOptions(context_chars=40))
+    for i in range(6):
+        one_utterance(p, i + 1, 2.0 * i, f"Sentence number {i} is here.", "en")
+    context = next_final_job(p, 7, 12.0).prompt.context
+    assert len(context) <= 40 and context.endswith("Sentence number 5 is here.")
+    assert context.split()[0] in "Sentence number 4 is here.".split()  # no word cut in half
     q = StreamingPolicy(StreamingOptions(prompt="Chongqing, SCO", condition_on_previous=False))
     one_utterance(q, 1, 0.0, "Welcome to Chongqing.", "en")
     talk = Talk(q, 2, 2.0).speak(1.0).silence(0.5)
     talk.end()
     assert q.next_job(talk.t).prompt == "Chongqing, SCO"
+
+
+def test_a_tentative_last_word_is_shown_without_a_full_stop():
+    p = StreamingPolicy()
+    talk = Talk(p, 1, 0.0).speak(1.0)
+    p.on_result(p.next_job(talk.t), dec("Lock or unlock."), talk.t)
+    (c,) = p.drain()
+    assert (c.text, c.tentative) == ("Lock or unlock", "Lock or unlock")
+    talk.speak(1.2)
+    p.on_result(p.next_job(talk.t + 1), dec("Lock or unlock the conference."), talk.t + 1)
+    (c,) = p.drain()
+    assert (c.committed, c.text) == ("Lock or unlock", "Lock or unlock the conference")
+    talk.speak(1.2)
+    p.on_result(p.next_job(talk.t + 2), dec("Lock or unlock the conference. Press one."), talk.t + 2)
+    (c,) = p.drain()  # a committed word keeps the punctuation it was agreed with
+    assert (c.committed, c.text) == ("Lock or unlock the conference.", "Lock or unlock the conference. Press one")
+
+
+def test_the_final_keeps_the_words_on_screen_as_they_are_shown():
+    """A final that agrees with the shown words is not re-cased or re-punctuated; a final
+    full stop is added, and from the first word that differs on the final's words stand."""
+    p = StreamingPolicy()
+    talk = Talk(p, 1, 0.0).speak(1.0)
+    p.on_result(p.next_job(talk.t), dec("Lock or Unlock, the"), talk.t)
+    talk.speak(1.2)
+    p.on_result(p.next_job(talk.t + 1), dec("Lock or Unlock, the conference"), talk.t + 1)
+    assert partials(p.drain())[-1].text == "Lock or Unlock, the conference"
+    talk.silence(0.5)
+    talk.end()
+    job = p.next_job(talk.t + 2)
+    p.on_result(job, dec("lock or unlock the conference."), talk.t + 3)
+    (c,) = finals(p.drain())
+    assert c.text == "Lock or Unlock, the conference."
+
+    q = StreamingPolicy()
+    talk = Talk(q, 1, 0.0).speak(1.0)
+    q.on_result(q.next_job(talk.t), dec("Do lock or Unlock"), talk.t)
+    talk.silence(0.5)
+    talk.end()
+    q.on_result(q.next_job(talk.t + 2), dec("To lock or unlock."), talk.t + 3)
+    assert finals(q.drain())[0].text == "To lock or unlock."  # differs at once: all the final's
 
 
 TIE = """
