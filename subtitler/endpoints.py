@@ -79,6 +79,9 @@ async def check_token(ws: ServerConnection, metrics: RoomMetrics, throttle: Auth
                                                      f"{wait:.1f} s", CLOSE_TRY_LATER)
     if token_matches(given, *tokens):
         throttle.succeeded(address)
+        proven = getattr(ws, "authenticated", None)  # the server's connection: its place is its own
+        if callable(proven):
+            proven()
         return
     n, delay = throttle.failed(address, now)
     log.warning("wrong token for %s from %s (%d in a row; its next attempt waits %.1f s)", what, address, n, delay)

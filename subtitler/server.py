@@ -124,6 +124,8 @@ class Server:
         self.bad_requests = 0
         self._bad_logged: set[str] = set()
         self.idle: dict[_Connection, None] = {}  # counted connections that sent no request yet, oldest first
+        # console and sender places held by connections that have not shown a token yet, oldest first
+        self.unproven: dict[str, dict[_Connection, None]] = {"console": {}, "sender": {}}
         self.evicted = 0
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -492,11 +494,20 @@ class Server:
             return None
         address = _peer(connection)
         refusal = self.limits.admit(role, address)
+        unproven = self.unproven.get(role)
+        if refusal is not None and unproven and self.limits.count(role) >= self.caps.role(role)[0]:
+            # Every console (or sender) place is taken: the one that has held its place longest
+            # without showing a token gives it up, so sockets that never authenticate cannot
+            # lock the operator or a sender out.
+            next(iter(unproven)).drop_unproven()
+            refusal = self.limits.admit(role, address)
         if refusal is not None:
             log.debug("refused a %s from %s: %s", role, address, refusal)
             return text_response(503, f"refused: {refusal}; try again later\n")
         if isinstance(connection, _Connection):
             connection.role = role
+            if unproven is not None:
+                unproven[connection] = None
         else:  # pragma: no cover - every connection is a _Connection
             self.limits.release(role, address)
         return None
@@ -684,9 +695,23 @@ class _Connection(ServerConnection):
             self.venue.limits.close_socket(self.address)
         self.transport.abort()
 
+    def authenticated(self) -> None:
+        """It showed a right token (``endpoints.check_token``): its place is its own now."""
+        self.venue.unproven.get(self.role, {}).pop(self, None)
+
+    def drop_unproven(self) -> None:
+        venue = self.venue
+        venue.unproven.get(self.role, {}).pop(self, None)
+        venue.limits.refused["unproven"] = venue.limits.refused.get("unproven", 0) + 1
+        if self.role is not None:
+            venue.limits.release(self.role, self.address)
+            self.role = None
+        self.transport.abort()
+
     def connection_lost(self, exc) -> None:
         super().connection_lost(exc)
         self.venue.idle.pop(self, None)
+        self.venue.unproven.get(self.role, {}).pop(self, None)
         if self.counted:
             self.counted = False
             self.venue.limits.close_socket(self.address)

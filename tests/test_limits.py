@@ -219,6 +219,33 @@ def test_a_flood_cannot_exhaust_the_file_limit_or_lock_out_the_console_and_the_s
     assert "Too many open files" not in log and "out of system resource" not in log and "Traceback" not in log, log
 
 
+def test_sockets_that_never_show_a_token_cannot_take_the_consoles_places():
+    with running(max_consoles=4) as server:
+        url = ws_url(server, "/ws/control")
+
+        async def console(source: str):
+            ws = await connect(url, local_addr=(source, 0))
+            await ws.send(json.dumps({"type": "auth", "token": TOKEN}))
+            assert (await recv_json(ws))["type"] == "ok"
+            return ws
+
+        async def main():
+            # every console place taken by sockets that say nothing after the handshake
+            silent = [await connect(url, local_addr=(f"127.0.0.{2 + i}", 0)) for i in range(4)]
+            operator = await console("127.0.0.9")  # the oldest silent one gives its place up
+            assert await closed_with(silent[0], 5) is not None
+            assert all(ws.close_code is None for ws in silent[1:])
+            # places held by authenticated consoles are theirs: over the cap is a clear refusal
+            others = [await console(f"127.0.0.{10 + i}") for i in range(3)]
+            with pytest.raises(InvalidStatus) as e:
+                await connect(url, local_addr=("127.0.0.20", 0))
+            assert e.value.response.status_code == 503 and "already has 4 consoles" in e.value.response.body.decode()
+            for ws in [operator, *others, *silent]:
+                await ws.close()
+        asyncio.run(main())
+        assert server.limits.refused.get("unproven") == 4
+
+
 def test_wrong_tokens_are_slowed_down_per_address_and_logged(caplog):
     """Issue 11.4: 788 guesses a second on /ws/control, no back-off, nothing logged."""
     caplog.set_level(logging.WARNING, logger="subtitler.server")
