@@ -36,6 +36,7 @@ import os
 import random
 import re
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -162,6 +163,8 @@ class Audience:
         self.statuses: list[dict] = []
         self.connects = self.reconnects = self.failures = self.slow_closes = 0
         self.connected = 0
+        self.errors: dict[str, int] = {}  # why screens failed, by kind
+        self.session_ended = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
         self._thread.start()
@@ -219,8 +222,12 @@ class Audience:
                 code = getattr(getattr(e, "rcvd", None), "code", None)
                 if code == 1013:
                     self.slow_closes += 1
+                elif code == 1001 or self.session_ended:  # the stream's end: `run` finishes and exits
+                    self.session_ended = True
                 else:
                     self.failures += 1
+                    why = f"{type(e).__name__}: {str(e)[:80]}"
+                    self.errors[why] = self.errors.get(why, 0) + 1
                 await asyncio.sleep(0.5)
 
     async def _console(self) -> None:
@@ -273,10 +280,15 @@ def env() -> dict:
     return e
 
 
-def start_server(out: Path, token: str, model: str) -> tuple[subprocess.Popen, int, list[str]]:
+def start_server(out: Path, token: str, model: str, screens: int) -> tuple[subprocess.Popen, int, list[str]]:
+    from subtitler.config import ServerConfig
+
+    sets = [f"asr.models_dir={ROOT / 'models'}"]
+    if hasattr(ServerConfig, "max_viewers_per_address"):  # every screen comes from this one address
+        sets.append(f"server.max_viewers_per_address={screens + 10}")
     proc = subprocess.Popen([sys.executable, "-m", "subtitler", "run", "--input", "remote", "--port", "0",
                              "--token", token, "--out", str(out), "--model", model,
-                             "--set", f"asr.models_dir={ROOT / 'models'}"],
+                             *[a for kv in sets for a in ("--set", kv)]],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env())
     lines: list[str] = []
     ready = threading.Event()
@@ -334,20 +346,25 @@ def main(argv: list[str] | None = None) -> int:
 
     work = args.work or Path(tempfile.mkdtemp(prefix="subtitler-soak-"))
     work.mkdir(parents=True, exist_ok=True)
+    for old in ("live", "reference"):  # a reused --work folder: this run's sessions only
+        shutil.rmtree(work / old, ignore_errors=True)
     wav = work / "soak.wav"
     duration = build_speech(wav, args.minutes)
     print(f"recording: {duration / 60:.1f} min of speech with pauses ({wav}); sending at up to {args.speed:g}× "
           f"real time, {args.screens} screens, a dropped connection every {args.reconnect_every:g} min", flush=True)
 
     token = secrets.token_urlsafe(12)
-    proc, port, server_lines = start_server(work / "live", token, args.model)
+    proc, port, server_lines = start_server(work / "live", token, args.model, args.screens)
     relay = Relay(port)
     audience = Audience(port, token, args.screens, args.churn)
     sent = {}
 
     def sender():
         out = io.StringIO()
-        sent["code"] = send_audio(PacedFile(wav, args.speed), f"ws://127.0.0.1:{relay.port}", token, out=out)
+        try:
+            sent["code"] = send_audio(PacedFile(wav, args.speed), f"ws://127.0.0.1:{relay.port}", token, out=out)
+        except Exception as e:  # said in the verdict
+            sent["code"] = f"{type(e).__name__}: {e}"
         sent["out"] = out.getvalue()
     t_start = time.monotonic()
     feeder = threading.Thread(target=sender, daemon=True)
@@ -355,13 +372,20 @@ def main(argv: list[str] | None = None) -> int:
 
     marks: list[dict] = []
     rss_samples: list[tuple[float, float]] = []
-    next_mark, next_cut = 0.0, args.reconnect_every * 60
+    next_mark, next_cut, next_poll = 0.0, args.reconnect_every * 60, 0.0
+    metrics_text, health = "", {}
     print(f"{'min':>6} {'RSS MB':>8} {'lag':>6} {'lag max':>8} {'audio s':>8} {'finals':>7} {'screens':>8} "
           f"{'reconn':>7}", flush=True)
     while feeder.is_alive():
         elapsed = time.monotonic() - t_start
         rss = rss_mb(proc.pid)
         rss_samples.append((elapsed, rss))
+        if elapsed >= next_poll:  # the run ends with the sender's stream: keep the latest figures
+            try:
+                metrics_text, health = http_get(port, "/metrics"), json.loads(http_get(port, "/healthz"))
+            except OSError:
+                pass
+            next_poll = elapsed + 5.0
         if elapsed >= next_cut:
             relay.cut()
             next_cut += args.reconnect_every * 60
@@ -378,16 +402,17 @@ def main(argv: list[str] | None = None) -> int:
             next_mark += args.mark_every * 60
         time.sleep(1.0)
     wall = time.monotonic() - t_start
-    time.sleep(2.0)
-    metrics_text = http_get(port, "/metrics")
-    health = json.loads(http_get(port, "/healthz"))
-    final_rss = rss_mb(proc.pid)
-    audience.stop()
-    proc.send_signal(signal.SIGINT)
-    try:
-        proc.wait(60)
+    final_rss = rss_samples[-1][1]
+    screen_failures = audience.failures  # while the session ran (the server ends with the stream)
+    try:  # `run` ends once the sender's stream is finished and flushed
+        proc.wait(120)
     except subprocess.TimeoutExpired:
-        proc.kill()
+        proc.send_signal(signal.SIGINT)
+        proc.wait(60)
+    audience.stop()
+    ended = next((line for line in server_lines if line.startswith("Stopped after")), "")
+    skipped = re.search(r"(\d+) utterances skipped", ended)
+    dropped = re.search(r"(\d+) audio blocks dropped", ended)
     folders = sorted(d for d in (work / "live").iterdir() if d.is_dir())
     live = [c for f in folders for c in load_jsonl(f / "captions.jsonl")]
 
@@ -414,10 +439,12 @@ def main(argv: list[str] | None = None) -> int:
         "lag_p95": round(sorted(audience.lags)[int(0.95 * (len(audience.lags) - 1))], 2) if audience.lags else None,
         "captions_live": len(live_finals), "captions_baseline": sum(1 for c in reference if c.get("text")),
         "captions_lost": len(lost), "steady_screen_missed": screen_lost, "wer_vs_baseline": wer_vs_baseline,
-        "screens": args.screens, "screen_connects": audience.connects, "screen_failures": audience.failures,
+        "screens": args.screens, "screen_connects": audience.connects, "screen_failures": screen_failures,
+        "screen_errors": dict(sorted(audience.errors.items(), key=lambda kv: -kv[1])[:5]),
         "slow_closes": audience.slow_closes,
-        "skipped_utterances": metric(metrics_text, "subtitler_skipped_utterances_total"),
-        "dropped_blocks": metric(metrics_text, "subtitler_audio_dropped_blocks_total"),
+        "skipped_utterances": int(skipped.group(1)) if skipped else metric(metrics_text, "subtitler_skipped_utterances_total"),
+        "dropped_blocks": int(dropped.group(1)) if dropped else metric(metrics_text, "subtitler_audio_dropped_blocks_total"),
+        "server_summary": ended,
         "transcript_lost": metric(metrics_text, "subtitler_transcript_captions_lost_total"),
         "health": health.get("status"), "baseline_seconds": round(ref_s, 1), "marks": marks,
     }
@@ -439,7 +466,7 @@ def main(argv: list[str] | None = None) -> int:
         failures.append("audio or captions were skipped, dropped or not written (see the summary)")
     print(f"\nRSS {summary['rss_mb']}, growth after warm-up {summary['rss_growth_pct']} %; lag max {lag_max:.2f} s; "
           f"{len(live_finals)} live captions vs {summary['captions_baseline']} offline, {len(lost)} lost; "
-          f"steady screen missed {screen_lost}; {audience.connects} screen connections, {audience.failures} failed; "
+          f"steady screen missed {screen_lost}; {audience.connects} screen connections, {screen_failures} failed; "
           f"relay cuts {relay.cuts}")
     print("FAIL: " + "; ".join(failures) if failures else "PASS")
     print(json.dumps(summary))
