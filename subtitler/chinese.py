@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import re
 
 from .captions import Caption
 from .langcodes import chinese_script, is_chinese, canonical
@@ -67,13 +68,32 @@ def _conversion(lang: str, chinese: str) -> str | None:
     return None
 
 
+# Chinese punctuation is full-width. Whisper often writes "各位來賓, 女士們," with half-width
+# marks and spaces: a mark right after a CJK character becomes its full-width form (not in
+# "3.5" or "GPT-4o, AI"), and spaces between CJK characters go (Chinese puts none).
+_CJK = "\u2e80-\u9fff\uf900-\ufaff\u3000-\u303f\uff00-\uffef"
+_FULL_WIDTH = {",": "，", ".": "。", "?": "？", "!": "！", ";": "；", ":": "："}
+_HALF_MARK = re.compile(f"(?<=[{_CJK}])[ \t]*([,.?!;:])(?![0-9A-Za-z.])[ \t]*")
+_CJK_SPACE = re.compile(f"(?<=[{_CJK}])[ \t]+(?=[{_CJK}])")
+
+
+def punctuate(text: str) -> str:
+    """Chinese punctuation as Chinese is set: '大家好, 欢迎 各位.' → '大家好，欢迎各位。'."""
+    text = _HALF_MARK.sub(lambda m: _FULL_WIDTH[m.group(1)], text)
+    text = _CJK_SPACE.sub("", text)
+    if len(text) > 1 and text[-1] in ".?!" and text[-2] != "." and re.search(f"[{_CJK}]", text):
+        text = text[:-1] + _FULL_WIDTH[text[-1]]  # a Chinese sentence ends in a full-width mark: "3.5%。"
+    return text
+
+
 def convert(text: str, lang: str, chinese: str = "simplified") -> str:
-    """``text`` in ``lang`` written in the script it should be: '會議開始' in zh → '会议开始';
-    text in any other language is returned as it is."""
+    """``text`` in ``lang`` written in the script it should be, with Chinese punctuation:
+    '會議開始, 歡迎' in zh → '会议开始，欢迎'; text in any other language is returned as it is
+    (and with ``as-is``, plain ``zh`` too)."""
     config = _conversion(lang, chinese)
     if config is None or not text:
         return text
-    return _opencc(config).convert(text)
+    return punctuate(_opencc(config).convert(text))
 
 
 def initial_prompt(language: str | None) -> str:

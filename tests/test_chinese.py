@@ -26,6 +26,18 @@ def test_opencc_converts_traditional_to_simplified():
     assert convert("会議開始了", "zh") == "会议开始了"  # Whisper's mixed output too
 
 
+def test_chinese_punctuation_is_full_width_and_unspaced():
+    # Whisper's "各位來賓, 女士們, 大家好." as a Chinese subtitle sets it
+    assert convert("各位來賓, 女士們, 大家好.", "zh") == "各位来宾，女士们，大家好。"
+    assert convert("他说: 好的! 真的? 欢迎 各位; 谢谢", "zh") == "他说：好的！真的？欢迎各位；谢谢"
+    assert convert("增长了3.5%.", "zh") == "增长了3.5%。"
+    # Latin text inside Chinese keeps its own marks and spaces
+    assert convert("GPT-4o, AI 很强", "zh") == "GPT-4o, AI 很强"
+    assert convert("在 Chongqing 举行", "zh") == "在 Chongqing 举行"
+    assert convert("Hello, world.", "en") == "Hello, world."
+    assert convert("大家好, 欢迎.", "zh", "as-is") == "大家好, 欢迎."  # as-is: as Whisper wrote it
+
+
 def test_script_by_code_and_by_setting():
     assert convert(SIMPLIFIED, "zh-Hant") == "各位來賓，歡迎參加會議。我們在重慶討論軟體與網路的發展。"
     assert convert(SIMPLIFIED, "zh-TW") == convert(SIMPLIFIED, "zh-Hant")
