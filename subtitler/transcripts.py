@@ -113,6 +113,16 @@ class _Track:
 
 
 @dataclass(frozen=True)
+class Gap:
+    """Audio the session never heard (a sender lost it): ``at`` seconds of the session's audio,
+    ``seconds`` long. The JSONL marks it: ``{"kind": "gap", "at": …, "seconds": …, "reason": …}``."""
+
+    at: float
+    seconds: float
+    reason: str
+
+
+@dataclass(frozen=True)
 class WriterHealth:
     """How a ``TranscriptWriter`` is doing, for the console, /healthz and /metrics."""
 
@@ -219,6 +229,9 @@ class TranscriptWriter:
     def on_caption(self, caption: Caption) -> None:
         if not caption.is_final and not caption.is_translation:
             return  # partials are for the screen; files keep only what was settled
+        self._put(caption)
+
+    def _put(self, item: "Caption | Gap") -> None:
         with self._cond:
             if self._closed or self._closing:
                 raise ValueError("TranscriptWriter is closed")
@@ -226,13 +239,17 @@ class TranscriptWriter:
                 self._lost += 1
                 first = self._lost == 1
             else:
-                self._queue.append(caption)
+                self._queue.append(item)
                 self._cond.notify_all()
                 return
         if first:
             log.error("transcripts: %d captions are waiting for the disk; later ones are not written (%s)",
                       self.queue_limit, self._error or "the disk is too slow")
         self._report()
+
+    def on_gap(self, at: float, seconds: float, reason: str) -> None:
+        """Mark audio the session never heard in the JSONL, in its place among the captions."""
+        self._put(Gap(float(at), float(seconds), str(reason)))
 
     def health(self) -> WriterHealth:
         with self._cond:
@@ -439,7 +456,13 @@ class TranscriptWriter:
         if self.fsync and self.fsync_interval <= 0:
             self._sync()
 
-    def _records(self, caption: Caption) -> list[tuple[_File, bytes]]:
+    def _records(self, caption: "Caption | Gap") -> list[tuple[_File, bytes]]:
+        if isinstance(caption, Gap):
+            if self._jsonl is None:
+                return []
+            record = {"kind": "gap", "at": round(caption.at, 3), "seconds": round(caption.seconds, 3),
+                      "reason": caption.reason}
+            return [(self._jsonl, (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))]
         out: list[tuple[_File, bytes]] = []
         translation = caption.is_translation
         if not translation:
@@ -555,7 +578,7 @@ def load_jsonl(path: Path, raw: bool = False) -> list[dict]:
     """Read a captions JSONL back, skipping a trailing line cut off by a crash: one record per
     caption, its later translation updates folded in (``translations`` holds every language
     that came out, ``translation_errors`` why any other is missing). ``raw``: the lines as
-    written, updates included."""
+    written, updates and gap marks (``{"kind": "gap", …}``: audio a sender lost) included."""
     data = Path(path).read_bytes()
     # Split on b"\n" only: JSON text may hold U+2028 and friends, which splitlines() would cut.
     lines = data.split(b"\n")
@@ -565,6 +588,8 @@ def load_jsonl(path: Path, raw: bool = False) -> list[dict]:
     out: list[dict] = []
     latest: dict = {}  # caption id → its record
     for row in rows:
+        if row.get("kind") == "gap":
+            continue  # audio never heard: ``raw=True`` keeps these marks
         if row.get("kind") != "translation":
             out.append(row)
             latest[row.get("id")] = row

@@ -61,10 +61,17 @@ class SessionTranscripts:
         return self.writer
 
     def on_caption(self, caption) -> None:
+        self._writer().on_caption(caption)
+
+    def on_gap(self, at: float, seconds: float, reason: str) -> None:
+        """Audio the sender lost, marked in the JSONL (from the server's loop: only queued)."""
+        self._writer().on_gap(at, seconds, reason)
+
+    def _writer(self) -> TranscriptWriter:
         if self.writer is None:
             self.writer = self._make(lambda: session_folder(self.out_dir))
             self._health(self.writer.health())
-        self.writer.on_caption(caption)
+        return self.writer
 
     def _health(self, health) -> None:
         if self._on_health is not None:
@@ -144,6 +151,8 @@ class RoomRunner:
             self.writer.open()
         self.room = Room(host, self.name, self.source, [self.writer, self.link.sink, *self.extra_sinks], c,
                          on_stats=self._stats, translation=self.venue.stages[self.name])
+        if self.remote and hasattr(self.link, "on_audio_gap"):  # audio a sender lost: marked in the JSONL
+            self.link.on_audio_gap(self.writer.on_gap)
         self.link.attach(self.room, source_languages=host.asr.languages)
         return self.room
 

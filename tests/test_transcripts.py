@@ -651,3 +651,15 @@ def test_an_unwritable_output_folder_is_one_error_before_anything_starts(command
         assert "--out DIR" in lines[0] and "Traceback" not in done.stderr
         assert "Serving" not in done.stderr and "Loading" not in done.stderr  # nothing started
         assert time.monotonic() - t0 < 30
+
+
+def test_a_gap_is_marked_in_the_jsonl_in_its_place_and_load_jsonl_leaves_it_out(tmp_path):
+    with TranscriptWriter(tmp_path) as w:
+        w.on_caption(final(1, 0, 2, "Before."))
+        w.on_gap(2.5, 3.25, "the sender's microphone overflowed")
+        w.on_caption(final(2, 6, 7, "After."))
+    raw = load_jsonl(w.paths["jsonl"], raw=True)
+    assert [r.get("kind", "final") for r in raw] == ["final", "gap", "final"]
+    assert raw[1] == {"kind": "gap", "at": 2.5, "seconds": 3.25, "reason": "the sender's microphone overflowed"}
+    assert [r["text"] for r in load_jsonl(w.paths["jsonl"])] == ["Before.", "After."]
+    assert [s.content for s in read_srt(w.paths["srt"])] == ["Before.", "After."]  # the subtitles stay subtitles
