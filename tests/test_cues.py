@@ -75,7 +75,18 @@ def test_old_blind_cut_is_gone():
     text = "我们今天讨论的是人工智能在制造业中的应用以及未来十年的发展方向和面临的主要挑战还有机遇"
     lines = lines_of(split_cues(text, 0, 5, lang="zh"))
     assert max(map(len, lines)) <= 16 and tiles(text, lines)
-    assert len(lines) in (3, 4) and max(map(len, lines)) - min(map(len, lines)) <= 2  # even lines, no stub
+    assert len(lines) in (3, 4) and max(map(len, lines)) - min(map(len, lines)) <= 3  # even lines, no stub
+    for word in ("人工智能", "制造业", "发展", "方向", "挑战"):  # and words whole (jieba's)
+        assert any(word in line for line in lines), (word, lines)
+
+
+def test_chinese_is_cut_between_words():
+    text = "大家好，欢迎来到第七届中国国际智能产业博览会，今天我们在重庆相聚。"
+    cues = split_cues(text, 0, 5, lang="zh")
+    assert cues[0].lines == ("大家好，欢迎来到第七届", "中国国际智能产业博览会，")  # not "…第七届中" / "国国际…"
+    assert cues[1].lines == ("今天我们在重庆相聚。",)
+    # Japanese has no segmenter here: it still breaks only where a character may end a line
+    assert CueStyle().rules("ja").segment_words is False and CueStyle().rules("zh-Hant").segment_words
 
 
 def test_latin_words_and_numbers_in_chinese_stay_whole():
