@@ -239,3 +239,19 @@ def test_audience_page_reads_chinese_in_its_face(chinese_room, browser):
     fonts = platform_fonts(page, sel)
     assert sum(n for f, n in fonts.items() if "CJK" in f) == len(SIMPLIFIED) and "Noto Sans CJK SC" in fonts, fonts
     page.close()
+
+
+def test_console_shows_each_script_in_its_face(chinese_room, browser):
+    server, _ = chinese_room
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    page.goto(f"http://127.0.0.1:{server.port}/console.html#token={TOKEN}")
+    text = '.entry .text:lang(zh)'
+    page.wait_for_function("(s) => document.querySelector(s) && document.querySelector(s).textContent.length > 10",
+                           arg=text, timeout=15_000)
+    assert page.text_content(text) == SIMPLIFIED
+    assert "Noto Sans CJK SC" in platform_fonts(page, text)
+    hant = '.entry .tr .txt:lang(zh-Hant)'
+    page.wait_for_selector(hant, timeout=15_000)
+    assert page.text_content(hant) == TRADITIONAL
+    assert "Noto Sans CJK TC" in platform_fonts(page, hant)
+    page.close()
