@@ -8,6 +8,7 @@ Japanese, 16 for Korean, 42 for languages written with spaces.
 Where lines break, best first:
   * after a sentence's end (。！？ . ! ?), then after a clause (，、；： , ; :);
   * at a space (languages written with spaces; Korean breaks only there: keep-all);
+  * between two Chinese words;
   * between two CJK characters (Chinese and Japanese need no space to break).
 Never inside a Latin word or a number set in Chinese text (``GPU``, ``3.5``, ``2026年`` keeps
 ``2026`` whole), never before closing punctuation or after an opening bracket (kinsoku), and
@@ -34,7 +35,7 @@ from typing import Mapping
 
 from wcwidth import wcwidth
 
-from .langcodes import canonical
+from .langcodes import base_language, canonical
 
 # Line length in the language's own characters (full-width ones for CJK).
 LINE_CHARS: dict[str, int] = {"zh": 16, "yue": 16, "ja": 13, "ko": 16}
@@ -44,6 +45,8 @@ READING_CPS: dict[str, float] = {"zh": 9.0, "yue": 9.0, "ja": 4.0, "ko": 12.0}
 WIDE_LANGUAGES = frozenset({"zh", "yue", "ja", "ko"})
 # Languages that break lines only between words (spaces), never between two characters.
 KEEP_WORDS_LANGUAGES = frozenset({"ko"})
+# Languages whose lines break between words found by a segmenter (jieba's Chinese dictionary).
+SEGMENTED_LANGUAGES = frozenset({"zh", "yue"})
 
 # Closing marks: never at the start of a line; they stay with what they close. Japanese small
 # kana and the prolonged sound mark are held the same way (line-break: strict).
@@ -56,8 +59,6 @@ _CLAUSE_END = set("，、；：,;:）」』】》〉”’)]")
 
 # Break costs (lower is better); a cue boundary costs three times a line break.
 _COST_SENTENCE, _COST_CLAUSE, _COST_SPACE, _COST_CHAR, _COST_IN_WORD = 0.0, 1.0, 2.0, 4.0, 9.0
-# Languages whose lines break between words found by a segmenter (jieba's Chinese dictionary).
-SEGMENTED_LANGUAGES = frozenset({"zh", "yue"})
 _CUE_BREAK = 3.0
 _RAGGED = 8.0  # weight of the lines' deviation from an even length
 
@@ -74,13 +75,8 @@ def display_width(text: str) -> int:
     return sum(char_width(ch) for ch in text)
 
 
-def base_language(lang: str) -> str:
-    """'zh-Hant' → 'zh', 'zho_Hans' → 'zho' (the language without its script or region)."""
-    return canonical(lang or "").split("-")[0]
-
-
 def _family(lang: str) -> str:
-    base = base_language(lang)
+    base = base_language(lang or "")
     return {"zho": "zh", "cmn": "zh", "jpn": "ja", "kor": "ko"}.get(base, base)
 
 
@@ -124,7 +120,7 @@ class CueStyle:
     def _lookup(self, table: Mapping, lang: str):
         """``table``'s entry for ``lang``: the exact code, then its language ('zh-Hant' → 'zh')."""
         by_code = {canonical(k): v for k, v in table.items()}
-        for key in (canonical(lang or ""), base_language(lang), _family(lang)):
+        for key in (canonical(lang or ""), base_language(lang or ""), _family(lang)):
             if key in by_code:
                 return by_code[key]
         return None
