@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -31,7 +32,7 @@ from .cues import Cue, CueStyle, clean, split_cues
 from .langcodes import canonical, is_language_code, same_language, same_words
 
 FORMATS = ("srt", "vtt", "txt")
-_UNSAFE = "".join(c for c in map(chr, range(128)) if not (c.isalnum() or c in "_-"))
+_UNSAFE = re.compile(r"[^0-9A-Za-z_-]+")  # as the session's own files are named
 
 
 class SubtitlesError(ValueError):
@@ -155,7 +156,7 @@ def render(fmt: str, entries: list[Entry], cues: list[Cue]) -> str:
 
 
 def _infix(lang: str) -> str:
-    return "".join("_" if c in _UNSAFE else c for c in lang) or "_"
+    return _UNSAFE.sub("_", lang) or "_"
 
 
 def _write(path: Path, text: str) -> None:
