@@ -242,17 +242,20 @@ class Room:
             log.exception("room %s: reporting stats failed", self.name)
 
     def _end_stalled_utterance(self) -> None:
-        """A live source silent (no blocks at all) for AUDIO_STALL_S mid-utterance: end it."""
+        """A live source silent (no blocks at all) for AUDIO_STALL_S mid-utterance, with no final
+        waiting to be decoded: end the utterance."""
         last = self._last_audio
         if not self.live or last is None or time.monotonic() - last < AUDIO_STALL_S:
             return
         if not self.segmenter.in_speech or not self._capture.acquire(blocking=False):
             return  # nothing to end, or the capture loop is busy with a block (audio flows)
         try:
-            if self._last_audio != last or self._input_done:
-                return
-            events = self.segmenter.flush()
             with self._cond:
+                # A sender held back by the server (a recording sent faster than it decodes) waits
+                # for the finals due: that is not a stall.
+                if self._last_audio != last or self._input_done or self.policy.waiting_count:
+                    return
+                events = self.segmenter.flush()
                 for ev in events:
                     self.policy.on_event(ev, self.now())
                 self._publish()
