@@ -7,6 +7,9 @@ worker thread so the source caption is never held up by its translations.
   the CTranslate2 model, then Apertium (when the pair is installed); for ``en`` Whisper's own
   speech → English comes before Apertium (it hears the speech, not a transcript that may hold
   errors, and reuses the transcription's encoder pass);
+* a target in the caption's own language is the caption's text; so is one in another script of
+  it (``zh`` → ``zh-Hant``: ``langcodes.same_words``), which the room then writes in that
+  script (``chinese.ScriptConverter``): no backend, no model;
 * a target that no allowed backend can produce is a ``TranslationConfigError`` at start;
 * at run time each caption's source language picks, per target, the first allowed backend
   that supports source → target; the targets of one backend go in one call (one batched
