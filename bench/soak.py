@@ -476,6 +476,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{len(live_finals)} live captions vs {summary['captions_baseline']} offline, {len(lost)} lost; "
           f"steady screen missed {screen_lost}; {audience.connects} screen connections, {screen_failures} failed; "
           f"relay cuts {relay.cuts}")
+    (work / "rss.json").write_text(json.dumps([[round(t, 1), round(r, 1)] for t, r in rss_samples]))
     print("FAIL: " + "; ".join(failures) if failures else "PASS")
     print(json.dumps(summary))
     return 1 if failures else 0
