@@ -21,7 +21,7 @@ import functools
 import re
 
 from .captions import Caption
-from .langcodes import chinese_script, is_chinese, canonical
+from .langcodes import canonical, chinese_script, is_chinese
 
 SCRIPTS = ("simplified", "traditional", "as-is")
 
@@ -46,8 +46,8 @@ def _opencc(config: str):
     try:
         import opencc
     except ImportError:
-        raise ChineseScriptError("Chinese script conversion needs OpenCC: pip install opencc "
-                                 "(or set [output] chinese = \"as-is\")") from None
+        raise ChineseScriptError("Chinese script conversion needs OpenCC, which subtitler depends on: "
+                                 "pip install opencc (or reinstall subtitler: bash scripts/install.sh)") from None
     try:
         return opencc.OpenCC(config if config.endswith(".json") else config + ".json")
     except Exception as e:  # a build without its dictionaries
