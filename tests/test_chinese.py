@@ -164,3 +164,18 @@ def test_a_chinese_source_gets_the_simplified_punctuated_prompt():
     own = zh.with_overrides({"asr.initial_prompt": "会议记录。"})
     assert StreamingOptions.from_config(own.asr).prompt == "会议记录。 智博会"  # a prompt set is kept
     assert StreamingOptions.from_config(Config().asr).prompt == ""  # auto / other languages: none
+
+
+def test_a_missing_opencc_is_one_clear_error(monkeypatch):
+    import sys
+
+    from subtitler import chinese
+
+    monkeypatch.setitem(sys.modules, "opencc", None)  # as if it were not installed
+    chinese._opencc.cache_clear()
+    try:
+        with pytest.raises(chinese.ChineseScriptError, match="needs OpenCC.*pip install opencc"):
+            ScriptConverter().check()
+        assert convert("Hello", "en") == "Hello"  # nothing Chinese: nothing needed
+    finally:
+        chinese._opencc.cache_clear()
