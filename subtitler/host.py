@@ -33,6 +33,10 @@ log = logging.getLogger("subtitler")
 
 URGENCY = {"final": FINAL, "pause": PAUSE, "partial": PARTIAL}
 IDLE_WAIT_S = 0.02  # partials fall due by the clock, not only on events: look again this often
+# A partial that would show this much more of an utterance's speech than the room's screens show
+# runs to its end, whatever other rooms wait for: an overloaded host slows partials down, but a
+# speaker's words still reach the screens every few seconds.
+STARVED_S = 2.0
 # Auto capacity: rooms the host takes = this budget over one measured final-grade decode pass,
 # an estimate which server.max_rooms replaces. Calibrated with bench/rooms.py on the 2-core
 # Xeon: one pass 0.44 s with base (3 rooms kept every final p90 near 1.5 s, 4 did not) and
@@ -91,6 +95,7 @@ class Host:
         self._stopping = False
         self.decodes = 0
         self.abandoned_for_finals = 0
+        self._shown: dict[str, tuple[int, int]] = {}  # room → (utterance, samples its last partial heard)
         self.batches = 0
 
     @classmethod
@@ -198,6 +203,7 @@ class Host:
             if self._rooms.get(room.name) is room:
                 del self._rooms[room.name]
         self.scheduler.forget(room.name)
+        self._shown.pop(room.name, None)
 
     @property
     def rooms(self) -> list["Room"]:
@@ -266,10 +272,14 @@ class Host:
     def _abandon(self, room: "Room", job) -> bool:
         """Drop this decode? Asked after its encoder pass, and between the torch encoder's
         layers: a partial gives way to any room's final or decode at a pause (a final in all
-        but name), so a final waits for one encoder layer of a partial, not a whole pass."""
+        but name), so a final waits for one encoder layer of a partial, not a whole pass;
+        unless the room's screens have shown nothing of STARVED_S of its speaker's words."""
         if room.is_stale(job):
             return True
         if job.final or job.may_finalize:
+            return False
+        utterance, shown = self._shown.get(room.name, (None, 0))
+        if job.samples - (shown if utterance == job.utterance_id else 0) >= STARVED_S * SAMPLE_RATE:
             return False
         if any(r.due() in ("final", "pause") for r in self.rooms if r is not room):
             self.abandoned_for_finals += 1
@@ -285,7 +295,12 @@ class Host:
             log.exception("decoding failed in room %s", room.name)
             room.fail(e)
             return
+        self._finish(room, job, decoding)
+
+    def _finish(self, room: "Room", job, decoding) -> None:
         self.decodes += 1
+        if not job.final and decoding.rejected != "abandoned":
+            self._shown[room.name] = (job.utterance_id, job.samples)
         self._trace(room, job, decoding)
         room.finish_job(job, decoding)
 
@@ -315,9 +330,7 @@ class Host:
             return
         self.batches += 1
         for (room, job), decoding in zip(jobs, decodings):
-            self.decodes += 1
-            self._trace(room, job, decoding)
-            room.finish_job(job, decoding)
+            self._finish(room, job, decoding)
 
     def metrics_text(self) -> str:
         """Host-level lines for /metrics: the decoder's work, shared by every room."""

@@ -107,3 +107,39 @@ def test_capacity_estimate_times_a_whole_decode_pass(asr_base):
     seconds = host.measure_capacity()
     assert asr_base.encoder_passes == passes + 2  # the warm-up and the timed pass, each encoded
     assert seconds > 0 and host.max_rooms == max(1, min(MAX_AUTO_ROOMS, int(CAPACITY_BUDGET_S / seconds)))
+
+
+class Talker(FakeRoom):
+    """A room whose speaker goes on: a partial of ``seconds`` of its utterance is in flight."""
+
+    def partial(self, seconds: float, utterance: int = 1) -> DecodeJob:
+        return DecodeJob(utterance_id=utterance, final=False, audio=np.zeros(int(seconds * 16000), np.float32),
+                         language="en", prior=None, beam_size=1, prefix="", prompt="", task="transcribe",
+                         fallback=False)
+
+
+class Pausing(FakeRoom):
+    """A room whose speaker has just paused: its decode at the pause is due."""
+
+    def due(self):
+        return "pause"
+
+
+def test_a_partial_gives_way_to_another_rooms_pause_but_never_starves_its_screens():
+    host = Host(FakeASR("cpu"))
+    go = threading.Event()
+    talker, pausing = Talker("talker", go, beam_size=1, prefix=""), Pausing("pausing", go, beam_size=5, prefix="")
+    host.attach(talker)
+    host.attach(pausing)
+    try:
+        assert host._abandon(talker, talker.partial(1.0))  # its screens can wait for the other's final
+        # 2 s of speech and nothing shown of it: the screens get this partial, whoever waits
+        job = talker.partial(2.0)
+        assert not host._abandon(talker, job)
+        host._finish(talker, job, Decoding(text="words", language="en"))
+        assert host._abandon(talker, talker.partial(3.0))  # shown up to 2 s: gives way again
+        assert not host._abandon(talker, talker.partial(4.0))
+        assert not host._abandon(talker, talker.partial(2.5, utterance=2))  # a new utterance: nothing shown
+        assert host.abandoned_for_finals == 2
+    finally:
+        host.stop()
