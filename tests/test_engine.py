@@ -330,3 +330,51 @@ def test_tiny_en_from_its_package_transcribes_a_prompt(tmp_path):
     assert decoding.ok, decoding
     assert decoding.language == "en"
     assert corpus.normalize(decoding.text) == corpus.normalize(text)
+
+
+# -- (g) speakers who change language -------------------------------------------------------------
+
+# English, then Spanish, then English: Asterisk recordings (the tuning half of the prompts,
+# corpus.in_split), picked by name so every run hears the same stream.
+SWITCH_EN_1 = ["vm-repeat", "pm-invalid-option", "priv-recordintro", "conf-onlyone"]
+SWITCH_ES = ["transfer", "vm-pls-try-again", "conf-invalidpin", "tt-monkeysintro"]
+SWITCH_EN_2 = ["confbridge-locked", "ss-noservice", "vm-undelete", "priv-introsaved"]
+
+
+def by_language(rec: Recorder, truth: dict) -> dict[str, tuple[list, list]]:
+    """Each reference language's (reference texts, finals that overlap its utterances most)."""
+    out: dict[str, tuple[list, list]] = {}
+    for u in truth["utterances"]:
+        out.setdefault(u["lang"], ([], []))[0].append(u["text"])
+    for c in rec.finals:
+        if not c.text:
+            continue
+        u = max(truth["utterances"], key=lambda u: min(c.end, u["end"]) - max(c.start, u["start"]))
+        out[u["lang"]][1].append(c)
+    return out
+
+
+def test_speakers_who_change_language_get_captions_in_the_language_they_speak(asr_base, tmp_path):
+    """English, Spanish, English in one stream (language auto): every caption carries the
+    language spoken and its text in that language, never a translation: its WER stays within
+    10 % of the same recordings heard in streams of one language."""
+    picks = [("en", n) for n in SWITCH_EN_1] + [("es", n) for n in SWITCH_ES] + [("en", n) for n in SWITCH_EN_2]
+    # Fixed gaps and no added noise: each utterance, and the audio before it, is the same in the
+    # mixed stream as in the streams of one language; only what came before it differs.
+    same = dict(seed=3, gaps=(1.5, 1.5), long_silence_after=None, noise_after=None, background_db=None)
+    mixed = corpus.build_mixed_stream(tmp_path / "switch.wav", picks=picks, **same)
+    rec, _ = run_session(asr_base, mixed["wav"])
+    heard = by_language(rec, mixed)
+    wrong = [(c.lang, c.text) for lang, (_, caps) in heard.items() for c in caps if c.lang != lang]
+    assert not wrong, f"captions labelled with another language than the one spoken: {wrong}"
+    for lang in ("en", "es"):
+        alone = corpus.build_mixed_stream(tmp_path / f"{lang}.wav", picks=[p for p in picks if p[0] == lang],
+                                          **same)
+        rec_alone, _ = run_session(asr_base, alone["wav"])
+        refs, caps = heard[lang]
+        switching = corpus.wer([" ".join(refs)], [" ".join(c.text for c in caps)], lang=lang)
+        single = corpus.wer([" ".join(u["text"] for u in alone["utterances"])],
+                            [" ".join(c.text for c in rec_alone.finals)], lang=lang)
+        assert switching <= single * 1.10 + 1e-9, \
+            f"{lang}: WER {switching:.3f} when the language changes, {single:.3f} alone: " \
+            f"{[c.text for c in caps]}"
