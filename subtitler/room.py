@@ -66,6 +66,59 @@ def accepts_translations(sink) -> bool:
     return bool(getattr(sink, "accepts_translations", False))
 
 
+class Delivery:
+    """Hands a room's captions to its sinks from a thread of its own, in the order posted.
+    ``post`` is called under the room's lock (so the order is ``seq`` order) and only queues;
+    a slow or hung sink delays the sinks, never capture or decoding."""
+
+    def __init__(self, sinks: list, name: str):
+        self.sinks, self.name = sinks, name
+        self._queue: deque[Caption] = deque()
+        self._cond = threading.Condition()  # taken inside the room's lock, never around it
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+
+    def post(self, caption: Caption) -> None:
+        with self._cond:
+            self._queue.append(caption)
+            self._cond.notify_all()
+
+    def start(self) -> None:
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name=f"subtitler-deliver-{self.name}", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Hand out what was posted, then end the thread."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._stopping:
+                    self._cond.wait()
+                if not self._queue:
+                    return
+                batch = list(self._queue)
+                self._queue.clear()
+            for caption in batch:
+                self.deliver(caption)
+
+    def deliver(self, caption: Caption) -> None:
+        translation = caption.is_translation
+        for sink in self.sinks:
+            if translation and not accepts_translations(sink):
+                continue
+            try:
+                sink.on_caption(caption)
+            except Exception:  # one broken sink must not stop the captions for the others
+                log.exception("sink %r failed on caption %s", sink, caption.id)
+
+
 @dataclass
 class SessionResult:
     finals: int
@@ -90,10 +143,7 @@ class Room:
         self.segmenter = Segmenter(config.vad)
         self.policy = StreamingPolicy(StreamingOptions.from_config(config.asr, config.glossary, self.live))
         self._cond = threading.Condition()
-        self._outbox: deque[Caption] = deque()  # published under the lock, for the delivery thread
-        self._outbox_cond = threading.Condition()  # taken inside the room's lock, never around it
-        self._delivery: threading.Thread | None = None
-        self._delivery_stop = False
+        self._delivery = Delivery(self.sinks, name)  # the sinks, out of the room's lock
         self._capture = threading.Lock()  # the segmenter: the capture loop, or the clock on a stall
         self._last_audio: float | None = None  # monotonic time of the latest block
         self._clock: threading.Thread | None = None
@@ -157,7 +207,7 @@ class Room:
                                              max_pending=t.max_pending if self.live else None,
                                              partial_interval=t.partial_interval if t.partials else None)
             self._translations_open = True
-        self._start_delivery()
+        self._delivery.start()
         self.host.attach(self)
         self._start_clock()
         first = True
@@ -202,7 +252,7 @@ class Room:
             self.host.detach(self)
             self._finish_translations()
             self._stop_clock()
-            self._stop_delivery()  # everything published reaches the sinks before run() returns
+            self._delivery.stop()  # everything published reaches the sinks before run() returns
         if self.error is not None:
             raise self.error
         return SessionResult(self.policy.finals, self.segmenter.audio_time, self.source.dropped_blocks,
@@ -320,7 +370,7 @@ class Room:
         """Take the policy's new captions into the outbox, and the finals to translation (under
         the lock; the delivery thread hands them to the sinks)."""
         for caption in map(self.script.caption, self.policy.drain()):  # Chinese in its script, once
-            self._post(caption)
+            self._delivery.post(caption)
             if self._worker is None:
                 continue
             if caption.is_final:
@@ -334,48 +384,6 @@ class Room:
                 self._partials[caption.id] = caption
                 self._worker.submit_partial(caption)
 
-    def _post(self, caption: Caption) -> None:
-        """Queue a caption for the sinks (under the room's lock, so the outbox is in seq order)."""
-        with self._outbox_cond:
-            self._outbox.append(caption)
-            self._outbox_cond.notify_all()
-
-    def _start_delivery(self) -> None:
-        self._delivery_stop = False
-        self._delivery = threading.Thread(target=self._deliver_loop, name=f"subtitler-deliver-{self.name}",
-                                          daemon=True)
-        self._delivery.start()
-
-    def _stop_delivery(self) -> None:
-        """Let the delivery thread hand out what is posted, then end it."""
-        with self._outbox_cond:
-            self._delivery_stop = True
-            self._outbox_cond.notify_all()
-        if self._delivery is not None:
-            self._delivery.join()
-
-    def _deliver_loop(self) -> None:
-        while True:
-            with self._outbox_cond:
-                while not self._outbox and not self._delivery_stop:
-                    self._outbox_cond.wait()
-                if not self._outbox:
-                    return
-                batch = list(self._outbox)
-                self._outbox.clear()
-            for caption in batch:
-                self._deliver(caption)
-
-    def _deliver(self, caption: Caption) -> None:
-        translation = caption.is_translation
-        for sink in self.sinks:
-            if translation and not accepts_translations(sink):
-                continue
-            try:
-                sink.on_caption(caption)
-            except Exception:  # one broken sink must not stop the captions for the others
-                log.exception("sink %r failed on caption %s", sink, caption.id)
-
     # -- translation ----------------------------------------------------------------------
     def _on_translation(self, caption: Caption, result: TranslationResult) -> None:
         """From the worker thread: publish a caption's translations as an update of its id."""
@@ -388,7 +396,7 @@ class Room:
                 update = self.script.caption(result.caption(caption, seq=self.policy.next_seq(), emitted=self.now()))
                 self.translations += 1
                 self.translation_errors += len(update.translation_errors)
-                self._post(update)
+                self._delivery.post(update)
 
     def _on_partial_translation(self, caption: Caption, result: TranslationResult) -> None:
         # Only while this partial is still the one on the screens: a newer partial or the final
@@ -401,7 +409,7 @@ class Room:
         update = dataclasses.replace(caption, seq=self.policy.next_seq(), emitted=self.now(),
                                      translations=translations)
         self._partials[caption.id] = update
-        self._post(update)
+        self._delivery.post(update)
 
     def _finish_translations(self) -> None:
         """After the last decode: let the queued translations come out, then stop the worker."""
