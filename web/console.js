@@ -250,6 +250,10 @@
     var t = s.transcripts;  // the writer's health: a full disk shows here, the screens go on
     figure("fig-transcripts", !t ? "—" : (t.ok ? (t.lost ? t.lost + " lost" : "ok")
       : "failing: " + t.error + " (" + t.pending + " waiting)"), !t ? "" : (t.ok && !t.lost ? "" : "bad"));
+    // remote audio: whether a sender is connected, and how long no audio has come
+    var idle = typeof s.audio_idle_s === "number" && s.audio_idle_s >= 2 ? " · no audio for " + fmtSeconds(s.audio_idle_s) : "";
+    figure("fig-sender", s.sender === true ? "connected" + idle : (s.sender === false ? "none" + idle : "—"),
+      s.sender === false ? "warn" : "");
   }
 
   function figure(id, value, cls) {
