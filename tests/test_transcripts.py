@@ -632,17 +632,26 @@ def read_only_dir(tmp_path):
         yield tmp_path / "file" / "ro"
 
 
-@pytest.mark.parametrize("command", ["run", "serve"])
+@pytest.mark.parametrize("command", ["run", "serve", "transcribe"])
 def test_an_unwritable_output_folder_is_one_error_before_anything_starts(command, tmp_path, read_only_dir):
+    import wave
+
     (tmp_path / "a-file").write_text("not a folder")
+    with wave.open(str(tmp_path / "talk.wav"), "wb") as wav:  # a real recording for transcribe
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(16000)
+        wav.writeframes(b"\0\0" * 16000)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     for out in (tmp_path / "a-file" / "transcripts", read_only_dir / "transcripts"):
         args = [sys.executable, "-m", "subtitler", command, "--out", str(out), "--port", "0",
                 "--set", "asr.model=no-such-model-so-a-load-would-fail"]
         if command == "run":
             args += ["--input", "remote"]
-        else:
+        elif command == "serve":
             args += ["--rooms", "hall"]
+        else:
+            args = [a for a in args if a not in ("--port", "0")] + [str(tmp_path / "talk.wav")]
         t0 = time.monotonic()
         done = subprocess.run(args, capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path)
         assert done.returncode == 2, done.stderr
