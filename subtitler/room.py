@@ -326,11 +326,6 @@ class Room:
             self._publish()
             return kind
 
-    def final_waiting(self) -> bool:
-        """An ended utterance waits for its final: a partial elsewhere should give way."""
-        with self._cond:
-            return self.policy.waiting_count > 0
-
     def take_job(self) -> DecodeJob | None:
         with self._cond:
             job = self.policy.next_job(self.now())

@@ -59,9 +59,6 @@ class FakeRoom:
     def is_stale(self, job) -> bool:
         return False
 
-    def final_waiting(self) -> bool:
-        return self.job is not None and self.go.is_set()
-
     def fail(self, error) -> None:
         raise AssertionError(f"room {self.name} failed: {error}")
 
