@@ -338,8 +338,8 @@ class Host:
         lines = ["# HELP subtitler_host_decodes_total Decodes the host ran, by what was chosen.",
                  "# TYPE subtitler_host_decodes_total counter"]
         lines += [f'subtitler_host_decodes_total{{kind="{URGENCY_NAMES[k]}"}} {n}' for k, n in s.chosen.items()]
-        lines += ["# HELP subtitler_host_partials_abandoned_total Partials dropped after their encoder "
-                  "pass because a room had a final waiting.",
+        lines += ["# HELP subtitler_host_partials_abandoned_total Partials given up (between encoder "
+                  "layers or after the pass) for another room's final or decode at a pause.",
                   "# TYPE subtitler_host_partials_abandoned_total counter",
                   f"subtitler_host_partials_abandoned_total {self.abandoned_for_finals}",
                   "# HELP subtitler_host_rooms Rooms decoding on this host.",
