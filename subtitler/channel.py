@@ -16,7 +16,7 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from typing import Iterable
+from typing import Callable, Iterable
 
 from websockets.asyncio.server import ServerConnection, broadcast
 from websockets.exceptions import ConnectionClosed
@@ -265,6 +265,8 @@ class Channel(Fanout):
         self._languages = set(languages)
         self.log = EventLog(history, languages=len(self._languages))
         self.viewers, self.consoles = self.groups["viewer"], self.groups["console"]
+        # Hears every numbered event after its fan-out (the Redis publisher); must return at once.
+        self.listener: Callable[[Event], None] | None = None
 
     @property
     def languages(self) -> list[str]:
@@ -296,12 +298,18 @@ class Channel(Fanout):
         ev = self.log.clear()
         self._fanout(ev, ("e", ev.seq))
 
-    def _fanout(self, ev: Event, key: tuple, drop: tuple | None = None) -> None:
+    def _fanout(self, ev: Event, key: tuple, drop: tuple | None = None) -> int:
+        """Send ``ev`` to the screens that see it; how many do."""
         direct: dict[bytes, list[ServerConnection]] = {}
+        n = 0
         for c in tuple(self.viewers):  # a slow one may be dropped (removed) on the way
             if ev.visible_to(c.langs):
+                n += 1
                 self.offer(c, key, ev.wire(c.langs), direct, drop)
         flush(direct)
+        if self.listener is not None:
+            self.listener(ev)
+        return n
 
     def replay(self, since: int, session: str | None, session_id: str) -> tuple[bool, list[Event]]:
         """What a screen resuming from ``since`` of ``session`` gets: (reset?, events)."""

@@ -26,6 +26,7 @@ freely.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import logging
 import secrets
@@ -43,6 +44,7 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 
 from .admission import FILES_RESERVE, AuthThrottle, Caps, ConnectionLimits, origin_allowed, served_origins
+from .broker import Publisher
 from .channel import CLOSE_TIMEOUT, WRITE_HIGH, Fanout, close_ws
 from .config import ServerConfig
 from .endpoints import VenueControls, guarded, serve_room, serve_venue
@@ -127,6 +129,15 @@ class Server:
         # console and sender places held by connections that have not shown a token yet, oldest first
         self.unproven: dict[str, dict[_Connection, None]] = {"console": {}, "sender": {}}
         self.evicted = 0
+        # Tasks run in the loop while it serves (the Redis publisher; an edge's follower).
+        self.services: list[Callable[[], Coroutine]] = []
+        self.publisher: Publisher | None = None
+        if config.redis:
+            try:
+                self.publisher = Publisher(config.redis, lambda: self.rooms)
+            except ValueError as e:
+                raise ServerError(str(e)) from None
+            self.services.append(self.publisher.run)
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self, timeout: float = 30.0) -> "Server":
@@ -186,6 +197,7 @@ class Server:
             self._guarded(fn, args)
         self._ready.set()
         heartbeat = asyncio.ensure_future(self._heartbeat())
+        services = [asyncio.ensure_future(self._service(run)) for run in self.services]
         await self._stop.wait()
         heartbeat.cancel()
         ws_server.close(close_connections=False)  # no new connections while the last captions go out
@@ -197,6 +209,30 @@ class Server:
                 await ws_server.wait_closed()
         except TimeoutError:
             pass
+        if self.publisher is not None:  # the last captions went out: the rooms leave the registry
+            try:
+                async with asyncio.timeout(self._drain + 1):
+                    while self.publisher.pending and self.publisher.connected:
+                        await asyncio.sleep(0.02)
+            except TimeoutError:
+                pass
+            await self.publisher.forget_all()
+        for task in services:
+            task.cancel()
+        await asyncio.gather(*services, return_exceptions=True)
+
+    @staticmethod
+    async def _service(run: Callable[[], Coroutine]) -> None:
+        """A service task; one that fails is logged and started again (it never takes the server down)."""
+        while True:
+            try:
+                await run()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("%s failed; restarting it", getattr(run, "__qualname__", run))
+                await asyncio.sleep(1.0)
 
     async def _heartbeat(self) -> None:
         loop = asyncio.get_running_loop()
@@ -281,6 +317,8 @@ class Server:
             self.rooms = {**self.rooms, name: link}
             if default:
                 self.default_room = link
+            if self.publisher is not None:
+                link.channel.listener = functools.partial(self.publisher.notify, name)
         self.call(self.venue_changed)
         return link
 
@@ -529,6 +567,10 @@ class Server:
         if self.default_room is not None:
             health["session"] = self.default_room.session_id
         problems = [p for r in self.rooms.values() for p in r.problems()]
+        if self.publisher is not None:
+            health["redis"] = self.publisher.health()
+            if self.publisher.problem():
+                problems.append(self.publisher.problem())
         if problems:  # e.g. a full disk: captions still reach the screens, the files wait
             health["status"], health["problems"] = "degraded", problems
         return health
@@ -572,6 +614,8 @@ class Server:
                "audio.", [(f'room="{r.name}"', r.ingest.resumes) for r in rooms])
         family("subtitler_audio_sender_connected", "gauge", "1 while an audio sender is connected.",
                [(f'room="{r.name}"', int(r.ingest.sender is not None)) for r in rooms])
+        if self.publisher is not None:
+            out += self.publisher.metrics_lines()
         return "\n".join(out) + "\n"
 
     # -- the single-room calls, before rooms: they act on the default room ------------------------

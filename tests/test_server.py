@@ -830,7 +830,7 @@ def parse_prometheus(text: str) -> dict[str, float]:
     for line in text.splitlines():
         if line.startswith("# TYPE "):
             name, kind = line.split()[2:4]
-            assert kind in ("counter", "gauge", "histogram"), line
+            assert kind in ("counter", "gauge", "histogram", "summary"), line
             typed.add(name)
         elif line.startswith("# HELP ") or not line:
             continue

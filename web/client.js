@@ -95,6 +95,20 @@
     return wsUrl(endpoint);
   }
 
+  // ?server=ws://a:8765,ws://b:8765 → one endpoint URL per server (a host and its edges serve the
+  // same screens: a Viewer given several moves to the next after a failed attempt). One or none:
+  // a list of one.
+  function serverUrls(raw, endpoint) {
+    var parts = String(raw || "").split(",").map(function (p) { return p.trim(); }).filter(Boolean);
+    if (!parts.length) return [serverUrl("", endpoint)];
+    var out = [];
+    parts.forEach(function (p) {
+      var u = serverUrl(p, endpoint);
+      if (out.indexOf(u) < 0) out.push(u);
+    });
+    return out;
+  }
+
   // ---- storage (private windows may refuse it) ----------------------------------------------------
   function load(key, def) {
     try { var v = localStorage.getItem(key); return v === null ? def : v; } catch (e) { return def; }
@@ -193,7 +207,9 @@
 
   // ---- the caption stream -------------------------------------------------------------------------
   // A /ws/view connection that resumes where it left off. options:
-  //   url       the endpoint (default: this page's room's /ws/view)
+  //   url       the endpoint (default: this page's room's /ws/view), or a list of equivalent ones
+  //             (a host and its edges): each lost or failed connection moves on to the next, and
+  //             resumes there with since/session, so nothing is missed or shown twice
   //   langs()   the languages to ask for (hello.langs)
   //   welcome(m, info)  each welcome; info.reset: the page must drop what it shows (the server
   //             said reset, or another session answered: a restarted server counts ids from 1
@@ -214,8 +230,17 @@
       languages: [],      // the welcome's: spoken and translated into so far, and the room's targets
       sourceLanguage: null,
       paused: false,
+      server: null,       // the endpoint in use (with a list: which of them)
     };
     var sentSince = 0;
+    var urls = Array.isArray(options.url) ? options.url.slice() : null;
+    var current = 0;
+
+    function target() {
+      if (urls && urls.length) return urls[current % urls.length];
+      if (typeof options.url === "string") return options.url;
+      return typeof options.url === "function" ? options.url() : wsUrl("view");
+    }
     var label = options.label || "subtitler viewer";
 
     function setConn(c) {
@@ -246,7 +271,7 @@
       setConn("live");
     }
 
-    var line = new Line(options.url || function () { return wsUrl("view"); }, {
+    var line = new Line(function () { state.server = target(); return state.server; }, {
       label: label,
       open: function (l) {
         sentSince = state.seq;
@@ -267,6 +292,7 @@
         if (options.event) options.event(m);
       },
       down: function () {
+        if (urls && urls.length > 1) current = (current + 1) % urls.length;  // try another server
         state.attempt = line.attempt;
         state.nextRetryMs = line.nextRetryMs;
         setConn("reconnecting");
@@ -389,6 +415,7 @@
     roomPrefix: roomPrefix,
     wsUrl: wsUrl,
     serverUrl: serverUrl,
+    serverUrls: serverUrls,
     load: load,
     save: save,
     backoff: backoff,

@@ -294,6 +294,8 @@
 
   var viewer = new client.Viewer({
     label: "subtitler live",
+    // ?server=ws://a/rooms/hall,ws://b/rooms/hall: edges to move between (default: this page's own)
+    url: client.serverUrls(params.get("server"), "view"),
     langs: function () { return ["*"]; },
     welcome: onWelcome,
     event: function (m) {

@@ -79,7 +79,7 @@
     align: choice("align", ["left", "center", "centre"], "left").replace("centre", "center"),
     fade: num("fade", 12, 0, 86400, false),
     font: fontList(params.get("font")),
-    server: client.serverUrl(params.get("server"), "view"),
+    server: client.serverUrls(params.get("server"), "view"),  // a list: a host and its edges
   };
 
   // ---- look --------------------------------------------------------------------------------

@@ -1,0 +1,523 @@
+"""Captions fanned out through a real redis-server to edge servers (issue 12); no model.
+
+Every test starts Debian's ``redis-server`` on a free loopback port (``--save '' --appendonly
+no``: nothing on disk, so a restart loses the streams as a crashed Redis would), a host
+``Server`` with ``[server] redis`` whose rooms get captions through their sinks as the engine
+gives them, and edges: in this process (``EdgeServer``) or as ``subtitler edge`` processes
+when a test kills one with SIGKILL. Screens are real WebSocket clients speaking the protocol.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from subtitler.config import ServerConfig
+from subtitler.edge import EdgeServer
+from subtitler.server import Server, ServerError
+from test_server import HOST, caption, http_get, parse_prometheus, recv_json, wait_until
+
+REDIS = shutil.which("redis-server") or "/usr/bin/redis-server"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+class RedisProcess:
+    """A real redis-server on loopback; ``stop``/``start`` again on the same port."""
+
+    def __init__(self, tmp: Path, password: str | None = None, tls: dict | None = None):
+        self.port = free_port()
+        self.password, self.tls, self.tmp = password, tls, tmp
+        self.proc: subprocess.Popen | None = None
+        self.start()
+
+    @property
+    def url(self) -> str:
+        auth = f":{self.password}@" if self.password else ""
+        if self.tls:
+            return f"rediss://{auth}{HOST}:{self.port}/0?ssl_ca_certs={self.tls['ca']}"
+        return f"redis://{auth}{HOST}:{self.port}/0"
+
+    def start(self) -> None:
+        args = [REDIS, "--bind", HOST, "--save", "", "--appendonly", "no", "--dir", str(self.tmp)]
+        if self.tls:
+            args += ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", self.tls["cert"],
+                     "--tls-key-file", self.tls["key"], "--tls-auth-clients", "no"]
+        else:
+            args += ["--port", str(self.port)]
+        if self.password:
+            args += ["--requirepass", self.password]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection((HOST, self.port), timeout=0.2).close()
+                return
+            except OSError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    raise RuntimeError(f"redis-server did not start on port {self.port}")
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+    def cli(self, *args: str) -> str:
+        cmd = ["redis-cli", "-h", HOST, "-p", str(self.port), "--no-auth-warning"]
+        if self.password:
+            cmd += ["-a", self.password]
+        if self.tls:
+            cmd += ["--tls", "--cacert", self.tls["ca"]]
+        return subprocess.run(cmd + list(args), capture_output=True, text=True, timeout=10).stdout
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    r = RedisProcess(tmp_path)
+    yield r
+    r.stop()
+
+
+@contextlib.contextmanager
+def host(redis_url: str, rooms=(("hall", ("es",)),), history: int = 50):
+    server = Server(ServerConfig(host=HOST, port=0, token="venue-token", redis=redis_url, history=history)).start()
+    for name, langs in rooms:
+        server.add_room(name, title=name.title(), languages=list(langs))
+    try:
+        yield server
+    finally:
+        server.stop(drain=0.5)
+
+
+@contextlib.contextmanager
+def edge(redis_url: str, **config):
+    server = EdgeServer(ServerConfig(host=HOST, port=0, **config), redis_url).start()
+    try:
+        yield server
+    finally:
+        server.stop(drain=0.5)
+
+
+@contextlib.contextmanager
+def edge_process(redis_url: str):
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "subtitler", "edge", "--redis", redis_url, "--host", HOST,
+                             "--port", str(port)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_until(lambda: _healthy(port) or proc.poll() is not None, 30, "the edge process")
+        assert proc.poll() is None, proc.stderr.read().decode()
+        yield proc, port
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def _healthy(port: int) -> bool:
+    try:
+        return http_get(port, "/healthz")[0] == 200
+    except OSError:
+        return False
+
+
+def publish(link, *captions) -> None:
+    target = link.channel.log.seq + len(captions)
+    for c in captions:
+        link.sink.on_caption(c)
+    wait_until(lambda: link.channel.log.seq >= target, what=f"captions in {link.name}")
+
+
+def edge_has(edge_server: EdgeServer, room: str, seq: int) -> bool:
+    r = edge_server.rooms.get(room)
+    return r is not None and r.channel.log.seq >= seq
+
+
+async def view(port: int, room: str = "hall", since: int = 0, session: str | None = None, langs=("*",)):
+    ws = await connect(f"ws://{HOST}:{port}/rooms/{room}/ws/view")
+    hello = {"type": "hello", "langs": list(langs), "since": since}
+    if session:
+        hello["session"] = session
+    await ws.send(json.dumps(hello))
+    welcome = await recv_json(ws)
+    assert welcome["type"] == "welcome", welcome
+    return ws, welcome
+
+
+async def events(ws, quiet: float = 0.4) -> list[dict]:
+    """Every event but the status heartbeat, until none came for ``quiet`` seconds."""
+    out = []
+    last = time.monotonic()
+    while True:
+        left = last + quiet - time.monotonic()
+        try:
+            msg = await recv_json(ws, max(0.01, left))
+        except TimeoutError:
+            return out
+        if msg["type"] != "status":
+            out.append(msg)
+            last = time.monotonic()
+        elif left <= 0:
+            return out
+
+
+def talk(n: int, start: int = 1) -> list:
+    """Utterances as the engine gives them: a partial, then its final with its translation."""
+    out = []
+    for i in range(start, start + n):
+        out += [caption(i, "partial", f"utterance {i}"), caption(i, "final", f"Utterance {i}.",
+                                                                 translations={"es": f"Frase {i}."})]
+    return out
+
+
+# -- the same captions on host and edge -----------------------------------------------------------------
+
+def test_host_and_edge_screens_see_the_same_events(redis_server):
+    with host(redis_server.url) as h, edge(redis_server.url) as e:
+        link = h.rooms["hall"]
+        wait_until(lambda: "hall" in e.rooms, what="the edge to see the room")
+
+        async def main():
+            hs, hw = await view(h.port)
+            es, ew = await view(e.port)
+            for key in ("session", "room", "title", "seq", "reset", "protocol"):
+                assert hw[key] == ew[key], key
+            publish(link, *talk(5))
+            link.sink.on_translation(3, "fr", "Phrase 3.")
+            link.clear()
+            publish(link, *talk(2, start=6))
+            got_h, got_e = await events(hs), await events(es)
+            assert got_h == got_e  # same events, same seq, same payloads, same order
+            assert len(got_h) == 5 * 2 + 1 + 1 + 2 * 2
+            assert [m["seq"] for m in got_h] == sorted({m["seq"] for m in got_h})
+            # a screen that asked for one language gets the same filtered view from both
+            hs2, _ = await view(h.port, langs=["es"])
+            es2, _ = await view(e.port, langs=["es"])
+            assert await events(hs2) == await events(es2)
+            for ws in (hs, es, hs2, es2):
+                await ws.close()
+        asyncio.run(main())
+
+
+def test_an_edge_started_late_serves_the_history_and_exact_resume(redis_server):
+    with host(redis_server.url, history=5) as h:
+        link = h.rooms["hall"]
+        publish(link, *talk(12))
+
+        async def host_view(**kw):
+            ws, w = await view(h.port, **kw)
+            got = await events(ws)
+            await ws.close()
+            return w, got
+
+        host_welcome, host_history = asyncio.run(host_view())
+        with edge(redis_server.url) as e:
+            wait_until(lambda: edge_has(e, "hall", link.channel.log.seq), what="the edge to catch up")
+
+            async def main():
+                ws, w = await view(e.port)
+                assert w["session"] == host_welcome["session"] and w["seq"] == host_welcome["seq"]
+                assert await events(ws) == host_history  # the last 5 finals, as the host replays them
+                await ws.close()
+                # resume from the middle, as a screen coming from the host (or another edge) does
+                middle = host_history[3]["seq"]
+                _, expected = await host_view(since=middle, session=w["session"])
+                ws, w2 = await view(e.port, since=middle, session=w["session"])
+                assert not w2["reset"]
+                assert await events(ws) == expected and expected
+                await ws.close()
+                # too old for what is retained, or another session: reset, as on the host
+                ws, w3 = await view(e.port, since=1, session=w["session"])
+                assert w3["reset"]
+                await ws.close()
+                ws, w4 = await view(e.port, since=middle, session="another-session")
+                assert w4["reset"]
+                await ws.close()
+            asyncio.run(main())
+
+
+# -- an edge killed with SIGKILL -------------------------------------------------------------------------
+
+class Talker:
+    """Publishes utterances into the host's room at ``rate`` per second from a thread."""
+
+    def __init__(self, link, rate: float = 20.0):
+        self.link, self.rate = link, rate
+        self.stop_ = threading.Event()
+        self.n = 0
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self) -> None:
+        while not self.stop_.is_set():
+            self.n += 1
+            self.link.sink.on_caption(caption(self.n, "partial", f"utterance {self.n}"))
+            self.link.sink.on_caption(caption(self.n, "final", f"Utterance {self.n}."))
+            time.sleep(1 / self.rate)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop_.set()
+        self.thread.join()
+
+
+def finals_of(msgs: list[dict]) -> list[int]:
+    return [m["id"] for m in msgs if m.get("type") == "caption" and m.get("kind") == "final"]
+
+
+def test_a_screen_moves_to_another_edge_after_kill_9_without_gap_or_duplicate(redis_server):
+    with host(redis_server.url) as h, edge_process(redis_server.url) as (a, port_a), \
+            edge_process(redis_server.url) as (b, port_b):
+        link = h.rooms["hall"]
+
+        async def main():
+            received: list[dict] = []
+            ws, w = await view(port_a)
+            session = w["session"]
+            with Talker(link):
+                async with asyncio.timeout(10):
+                    while len(finals_of(received)) < 10:
+                        m = await recv_json(ws)
+                        if m["type"] != "status":
+                            received.append(m)
+                os.kill(a.pid, signal.SIGKILL)
+                with pytest.raises(ConnectionClosed):
+                    async with asyncio.timeout(10):
+                        while True:
+                            m = await recv_json(ws)
+                            if m["type"] != "status":
+                                received.append(m)
+                await asyncio.sleep(0.5)  # captions go on meanwhile: the screen must get them from b
+                ws, w = await view(port_b, since=received[-1]["seq"], session=session)
+                assert not w["reset"] and w["session"] == session
+                async with asyncio.timeout(10):
+                    while len(finals_of(received)) < 40:
+                        m = await recv_json(ws)
+                        if m["type"] != "status":
+                            received.append(m)
+            received += await events(ws, 1.0)
+            await ws.close()
+            seqs = [m["seq"] for m in received]
+            assert len(seqs) == len(set(seqs)) and seqs == sorted(seqs), "a duplicate or a reordering"
+            finals = finals_of(received)
+            assert finals == list(range(1, len(finals) + 1)), "a caption lost in the move"
+        asyncio.run(main())
+        assert a.wait(5) == -signal.SIGKILL
+
+
+# -- Redis down, restarted, slow ----------------------------------------------------------------------
+
+def test_redis_stopped_and_restarted_the_host_goes_on_and_edges_fill_the_gap(redis_server, caplog):
+    with host(redis_server.url) as h, edge(redis_server.url) as e:
+        link = h.rooms["hall"]
+        wait_until(lambda: "hall" in e.rooms, what="the edge to see the room")
+
+        async def main():
+            hs, _ = await view(h.port)
+            es, ew = await view(e.port)
+            publish(link, *talk(3))
+            wait_until(lambda: edge_has(e, "hall", link.channel.log.seq), what="the edge")
+            redis_server.stop()
+            wait_until(lambda: not h.publisher.connected or h.publisher.error, what="the host to notice")
+            t0 = time.monotonic()
+            publish(link, *talk(4, start=4))  # the host captions on: its own screens see it at once
+            assert time.monotonic() - t0 < 1.0
+            got_h = await events(hs)
+            assert finals_of(got_h) == [1, 2, 3, 4, 5, 6, 7]
+            wait_until(lambda: h.publisher.error is not None, what="the outage to be noticed")
+            status, _, body = http_get(h.port, "/healthz")
+            health = json.loads(body)
+            assert health["status"] == "degraded" and health["redis"]["connected"] is False
+            assert any("redis" in p for p in health["problems"])
+            metrics = parse_prometheus(http_get(h.port, "/metrics")[2].decode())
+            assert metrics["subtitler_redis_connected"] == 0
+            warnings = [r for r in caplog.records if r.name == "subtitler.broker" and "unreachable" in r.getMessage()]
+            assert len(warnings) == 1, "said once, not per caption"
+            redis_server.start()  # empty: no persistence
+            wait_until(lambda: h.publisher.connected, 15, "publishing to resume")
+            publish(link, *talk(1, start=8))
+            got_e = await events(es, 3.0)
+            # the edge's screen got everything it missed, once each, in order
+            assert finals_of(got_e) == [1, 2, 3, 4, 5, 6, 7, 8]
+            seqs = [m["seq"] for m in got_e]
+            assert len(seqs) == len(set(seqs)) and seqs == sorted(seqs)
+            assert json.loads(http_get(h.port, "/healthz")[2])["status"] == "ok"
+            # a screen arriving on the edge now gets the host's history
+            es2, _ = await view(e.port)
+            hs2, _ = await view(h.port)
+            assert await events(es2) == await events(hs2)
+            for ws in (hs, es, es2, hs2):
+                await ws.close()
+        asyncio.run(main())
+
+
+def test_a_stalled_redis_or_a_stuck_screen_never_delays_the_host(redis_server):
+    with host(redis_server.url) as h, edge(redis_server.url, client_queue=16, client_timeout_s=2.0) as e:
+        link = h.rooms["hall"]
+        wait_until(lambda: "hall" in e.rooms, what="the edge to see the room")
+
+        async def main():
+            hs, _ = await view(h.port)
+            good, _ = await view(e.port)
+            # a screen on the edge that never reads (its socket buffers fill up)
+            stuck = socket.create_connection((HOST, e.port))
+            stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            stuck.sendall(b"GET /rooms/hall/ws/view HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                          b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+            stuck.sendall(bytes([0x81, 0x80 | 17, 1, 2, 3, 4]) + bytes(b ^ k for b, k in zip(
+                b'{"type":"hello"}\n', b"\x01\x02\x03\x04" * 5)))
+            # Redis itself stalls (SIGSTOP): the host's publisher waits on it, never the host
+            os.kill(redis_server.proc.pid, signal.SIGSTOP)
+            try:
+                t0 = time.monotonic()
+                big = "x" * 2000
+                publish(link, *[caption(i, "final", f"{big} {i}") for i in range(1, 41)])
+                assert time.monotonic() - t0 < 2.0
+                got_h = await events(hs, 0.5)
+                assert finals_of(got_h) == list(range(1, 41))
+            finally:
+                os.kill(redis_server.proc.pid, signal.SIGCONT)
+            wait_until(lambda: edge_has(e, "hall", link.channel.log.seq), 20, "the edge to catch up")
+            got = await events(good, 1.0)
+            assert finals_of(got) == list(range(1, 41))  # within the host's history: nothing lost
+            stuck.close()
+            await hs.close()
+            await good.close()
+        asyncio.run(main())
+
+
+# -- a password, TLS, bad URLs -----------------------------------------------------------------------------
+
+def test_redis_with_a_password(tmp_path):
+    r = RedisProcess(tmp_path, password="s3cret pass")
+    try:
+        r.password = "s3cret%20pass"  # a URL carries it percent-encoded
+        url = r.url
+        with host(url) as h, edge(url) as e:
+            wait_until(lambda: "hall" in e.rooms, what="the edge to see the room")
+            publish(h.rooms["hall"], *talk(2))
+            wait_until(lambda: edge_has(e, "hall", 4), what="captions through a password-protected Redis")
+            assert json.loads(http_get(e.port, "/healthz")[2])["redis"]["url"].endswith(f":{r.port}/0")
+            assert "s3cret" not in http_get(e.port, "/healthz")[2].decode()
+        wrong = f"redis://:wrong@{HOST}:{r.port}/0"
+        with edge(wrong) as e:
+            wait_until(lambda: e.follower.error is not None, what="the refusal")
+            health = json.loads(http_get(e.port, "/healthz")[2])
+            assert health["status"] == "degraded" and "wrong" not in json.dumps(health)
+            assert any("password" in p.lower() or "auth" in p.lower() for p in health["problems"]), health
+    finally:
+        r.stop()
+
+
+def _self_signed(tmp: Path) -> dict:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+    import ipaddress
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(HOST))]), False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+            .sign(key, hashes.SHA256()))
+    (tmp / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                    serialization.NoEncryption()))
+    return {"cert": str(tmp / "cert.pem"), "key": str(tmp / "key.pem"), "ca": str(tmp / "cert.pem")}
+
+
+def test_redis_over_tls(tmp_path):
+    r = RedisProcess(tmp_path, tls=_self_signed(tmp_path))
+    try:
+        assert r.url.startswith("rediss://")
+        with host(r.url) as h, edge(r.url) as e:
+            wait_until(lambda: "hall" in e.rooms, what="the edge to see the room over TLS")
+            publish(h.rooms["hall"], *talk(2))
+            wait_until(lambda: edge_has(e, "hall", 4), what="captions over rediss://")
+            assert "hall" in r.cli("HKEYS", "subtitler:rooms")
+        # a client that does not trust the certificate is refused, and says why
+        untrusted = r.url.partition("?")[0]
+        with edge(untrusted) as e:
+            wait_until(lambda: e.follower.error is not None, what="the refusal")
+            assert "certificate" in e.follower.error.lower(), e.follower.error
+    finally:
+        r.stop()
+
+
+def test_bad_redis_urls_are_refused_with_a_clear_error():
+    with pytest.raises(ServerError, match="not a Redis URL"):
+        Server(ServerConfig(host=HOST, port=0, redis="http://127.0.0.1:6379"))
+    with pytest.raises(ServerError, match="needs the host's Redis"):
+        EdgeServer(ServerConfig(host=HOST, port=0), "")
+    out = subprocess.run([sys.executable, "-m", "subtitler", "edge", "--redis", "127.0.0.1:6379"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "redis://HOST:PORT/0" in out.stderr
+
+
+# -- what an edge serves and refuses; its metrics ------------------------------------------------------------
+
+def test_an_edge_serves_pages_and_screens_only(redis_server):
+    with host(redis_server.url, rooms=(("hall", ("es",)), ("forum", ()))) as h, edge(redis_server.url) as e:
+        wait_until(lambda: set(e.rooms) == {"hall", "forum"}, what="both rooms on the edge")
+        for path in ("/", "/rooms/hall/overlay.html", "/rooms/hall/live.html", "/rooms/forum/client.js",
+                     "/rooms/hall/qr.svg"):
+            assert http_get(e.port, path)[0] == 200, path
+        venue = json.loads(http_get(e.port, "/api/venue")[2])
+        assert sorted(r["name"] for r in venue["rooms"]) == ["forum", "hall"]
+        assert all("console" not in r["urls"] for r in venue["rooms"])
+        for path in ("/rooms/hall/console.html", "/rooms/hall/api/session", "/rooms/hall/transcripts/x.srt"):
+            status, _, body = http_get(e.port, path)
+            assert status == 403 and b"on the host" in body, path
+
+        async def main():
+            for path in ("/rooms/hall/ws/control", "/rooms/hall/ws/audio", "/ws/venue"):
+                with pytest.raises(InvalidStatus) as refused:
+                    await connect(f"ws://{HOST}:{e.port}{path}")
+                assert refused.value.response.status_code == 403
+                assert b"subtitler serve" in refused.value.response.body
+            ws, _ = await view(e.port, room="forum")
+            publish(h.rooms["forum"], *talk(3))
+            await events(ws)
+            metrics = parse_prometheus(http_get(e.port, "/metrics")[2].decode())
+            assert metrics['subtitler_edge_screens{room="forum"}'] == 1
+            assert metrics['subtitler_edge_messages_sent_total{room="forum"}'] == 6
+            assert metrics['subtitler_edge_events_relayed_total{room="forum"}'] == 6
+            assert metrics["subtitler_edge_delay_seconds_count"] >= 6
+            assert 0 <= metrics['subtitler_edge_delay_seconds{quantile="0.99"}'] < 1.0
+            assert metrics["subtitler_redis_connected"] == 1
+            await ws.close()
+            # a room closed on the host closes on the edge
+            h.remove_room("forum", drain=0.1)
+            wait_until(lambda: "forum" not in e.rooms, what="the room to close on the edge")
+            assert http_get(e.port, "/rooms/forum/live.html")[0] == 404
+        asyncio.run(main())
