@@ -14,7 +14,8 @@ if [[ "${1:-}" == "--test" ]]; then
   packages+=(pulseaudio pulseaudio-utils libasound2-plugins sox ffmpeg espeak-ng chromium fonts-noto-cjk
              asterisk-core-sounds-en-wav asterisk-core-sounds-es-wav
              asterisk-core-sounds-en asterisk-core-sounds-es
-             apertium apertium-eng-spa apertium-eng-cat)
+             apertium apertium-eng-spa apertium-eng-cat
+             redis-server)  # tests/test_edge.py starts its own on loopback ports
   extra="models,test"
 fi
 

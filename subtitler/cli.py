@@ -70,7 +70,21 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "(server.port, default 8765)")
     serve.add_argument("--token", help="the venue operator's token: every room's console and audio, and "
                                        "opening/closing rooms (server.token; default: a random one, printed)")
+    serve.add_argument("--redis", metavar="URL", help="also publish every room to Redis for `subtitler edge` "
+                                                      "servers, e.g. redis://127.0.0.1:6379/0 (server.redis)")
     _tls_flags(serve)
+
+    edge = sub.add_parser("edge", help="serve the screens of a host's rooms from Redis (scale out)",
+                          description="A stateless server of the venue page, overlays, audience pages and "
+                                      "screens (/ws/view) of every room a `subtitler serve --redis` host "
+                                      "publishes; no console, no audio. Run as many as needed. Ctrl-C stops.")
+    edge.add_argument("--config", metavar="FILE", help="settings file (default: ./config.toml if present)")
+    edge.add_argument("--redis", metavar="URL", help="the host's Redis, e.g. redis://10.0.0.5:6379/0 (server.redis)")
+    edge.add_argument("--host", help="address to serve on: 127.0.0.1 (default) or 0.0.0.0 (server.host)")
+    edge.add_argument("--port", type=int, help="port for the pages and screens; 0 = any free one (server.port)")
+    edge.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                      help="override any setting, e.g. --set server.max_viewers=20000 (repeatable)")
+    _tls_flags(edge)
 
     send = sub.add_parser("send", help="send a recording or this machine's microphone to a "
                                        "`subtitler run --input remote`",
@@ -145,7 +159,7 @@ def settings(args) -> Config:
     overrides = {"asr.model": args.model, "asr.language": args.language, "output.dir": args.out}
     for key in ("input", "device", "realtime"):
         overrides[f"audio.{key}"] = getattr(args, key, None)
-    for key in ("host", "port", "token", "tls_cert", "tls_key"):
+    for key in ("host", "port", "token", "tls_cert", "tls_key", "redis"):
         overrides[f"server.{key}"] = getattr(args, key, None)
     if getattr(args, "formats", None):
         overrides["output.formats"] = args.formats
@@ -172,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_send(args)
         if args.command == "subtitles":
             return cmd_subtitles(args)
+        if args.command == "edge":
+            return cmd_edge(args)
         config = settings(args)
         if args.command == "run":
             return cmd_run(config)
@@ -442,6 +458,33 @@ def room_names(config: Config, rooms: str | None) -> list[str]:
         raise ConfigError(f"no rooms to serve: give --rooms hall,forum or add [rooms.NAME] tables to "
                           f"{config.source}")
     return names
+
+
+def cmd_edge(args) -> int:
+    """Screens only, from the host's Redis (subtitler/edge.py)."""
+    import threading
+
+    from .broker import redacted
+    from .edge import EdgeServer
+
+    overrides = {f"server.{key}": getattr(args, key, None) for key in ("host", "port", "tls_cert", "tls_key", "redis")}
+    for item in args.set:
+        key, value = parse_set_option(item)
+        overrides[key] = value
+    config = load_config(args.config).with_overrides(overrides)
+    server = EdgeServer(config.server, config.server.redis).start()
+    print(f"Edge serving the screens of every room published to {redacted(config.server.redis)} on "
+          f"{', '.join(u + '/' for u in server.base_urls())}\n"
+          f"  screens: {server.base_urls()[0]}/rooms/NAME/overlay.html  phones: …/rooms/NAME/live.html\n"
+          f"  (the console and audio are on the host) Ctrl-C stops.", file=sys.stderr, flush=True)
+    stopped = threading.Event()
+    _interruptible(stopped.set, stopped.is_set)
+    try:
+        while not stopped.wait(0.5):
+            pass
+    finally:
+        server.stop()
+    return 0
 
 
 def cmd_serve(config: Config, rooms: str | None) -> int:

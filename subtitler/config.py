@@ -163,6 +163,9 @@ class ServerConfig:
     tls_cert: str = setting("", "TLS certificate (PEM) to serve https:// and wss:// with tls_key; '' = plain "
                                 "http")
     tls_key: str = setting("", "the TLS certificate's private key (PEM); '' = plain http")
+    redis: str = setting("", "publish every room's captions to Redis for `subtitler edge` servers, e.g. "
+                             "redis://127.0.0.1:6379/0 (redis://:PASSWORD@HOST:PORT/0, rediss:// for TLS); "
+                             "'' = no Redis")
 
 
 @dataclass(frozen=True)
