@@ -247,7 +247,7 @@ def judge(text: str, avg_logprob: float, no_speech_prob: float, ratio: float, t:
 # in the right language gives clearly likelier text (average log-probability per token -0.3 to
 # -0.6, against -0.5 to -1.1 in a wrong one). So where the language is not clear, the utterance is
 # decoded in its likely languages and the likeliest text kept (``WhisperASR._try_rivals``).
-SURE_LANGUAGE = 0.5  # without a prior, a detection this sure is taken as it is
+SURE_LANGUAGE = 0.5  # a final's detection this sure, agreeing with the prior, is taken as it is
 RIVAL_MIN = 0.02  # detected languages less likely than this are not tried
 RIVALS = 2  # at most this many other languages
 RIVAL_MARGIN = 0.2  # another language must score above the chosen one by this (nats)
@@ -256,12 +256,12 @@ RIVAL_MARGIN = 0.2  # another language must score above the chosen one by this (
 def rivals(probs: dict[str, float], chosen: str, probability: float, prior: str | None,
            thorough: bool) -> list[str]:
     """The other languages worth decoding an utterance in, likeliest first: when the prior and
-    the detected language disagree (whichever won), or (``thorough``: a final) when there is no
-    prior yet and the detection was unsure.
+    the detected language disagree (whichever won), or (``thorough``: a final) when the
+    detection was unsure (the first Spanish sentence after English can be detected as English).
     The prior is among them when it was not chosen."""
     top = max(probs, key=probs.get)
     disagree = top != chosen or (prior is not None and prior != chosen)
-    if not (disagree or (thorough and prior is None and probability < SURE_LANGUAGE)):
+    if not (disagree or (thorough and probability < SURE_LANGUAGE)):
         return []
     ranked = [lang for lang in sorted(probs, key=probs.get, reverse=True) if lang != chosen]
     others = [lang for lang in ranked if probs[lang] >= RIVAL_MIN][:RIVALS]
