@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import ipaddress
 import logging
 import secrets
 import socket
@@ -50,6 +49,8 @@ from .config import ServerConfig
 from .endpoints import VenueControls, guarded, serve_room, serve_venue
 from .ingest import Ingest
 from .langcodes import is_language_code
+from .listening import (ServerError, bind_error, is_loopback, local_addresses, raise_open_file_limit, tls_context,
+                        url_host)
 from .metrics import RoomMetrics, render
 from .pages import (WEB_DIR, file_response, http_response, index_page, json_response, qr_response, redirect,
                     request_host, static_file, text_response, transcript_list, transcript_response)
@@ -70,14 +71,6 @@ PING_GRACE = 5.0  # websockets' keepalive gives up this long after our own slow-
 BACKLOG, SMALL_BACKLOG = 2048, 64  # connections waiting to be accepted (and accepted at once)
 
 __all__ = ["PROTOCOL_VERSION", "RoomLink", "Server", "ServerError", "WEB_DIR"]
-
-
-class ServerError(RuntimeError):
-    """The server cannot start (port taken, address not on this machine); says what to do."""
-
-
-def _url_host(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
 
 
 class Server:
@@ -186,7 +179,7 @@ class Server:
                                     ping_interval=min(10.0, max(1.0, self.config.client_timeout_s)),
                                     ping_timeout=self.config.client_timeout_s + PING_GRACE)
         except OSError as e:
-            self._error = ServerError(_bind_error(host, self.config.port, e))
+            self._error = ServerError(bind_error(host, self.config.port, e))
             self._ready.set()
             return
         self.port = ws_server.sockets[0].getsockname()[1]
@@ -392,10 +385,10 @@ class Server:
         """http://HOST:PORT for each address the venue can use (LAN addresses for 0.0.0.0)."""
         host = self.config.host
         if host in ("0.0.0.0", "::", ""):  # every interface: name the ones the rooms can reach
-            hosts = _local_addresses() + [socket.gethostname()]
+            hosts = local_addresses() + [socket.gethostname()]
         else:
             hosts = [host]
-        return [f"{self.scheme}://{_url_host(h)}:{self.port}" for h in hosts]
+        return [f"{self.scheme}://{url_host(h)}:{self.port}" for h in hosts]
 
     @property
     def scheme(self) -> str:
@@ -406,10 +399,10 @@ class Server:
         host = self.config.host
         hosts = [host]
         if host in ("0.0.0.0", "::", ""):
-            hosts += _local_addresses() + ["localhost", "127.0.0.1", "::1"]
+            hosts += local_addresses() + ["localhost", "127.0.0.1", "::1"]
             name = socket.gethostname()
             hosts += [name, name + ".local", socket.getfqdn()]
-        elif host == "localhost" or _is_loopback(host):
+        elif host == "localhost" or is_loopback(host):
             hosts += ["localhost", "127.0.0.1", "::1"]
         return [h for h in dict.fromkeys(hosts) if h]
 
@@ -676,13 +669,6 @@ def _peer(connection: ServerConnection) -> str:
     return str(peer[0]) if peer else "?"
 
 
-def _is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def plain_response(status: int, reason: str, text: str) -> bytes:
     """A whole HTTP/1.1 response that closes the connection, for answers given outside websockets."""
     body = text.encode()
@@ -793,89 +779,3 @@ class _Connection(ServerConnection):
         super().send_data()
 
 
-def tls_context(config: ServerConfig) -> ssl.SSLContext | None:
-    """The server's TLS context from ``tls_cert``/``tls_key``; None when neither is set.
-    ServerError says what is wrong with them."""
-    cert, key = config.tls_cert, config.tls_key
-    if not cert and not key:
-        return None
-    if not cert or not key:
-        missing = "tls_key (--tls-key)" if cert else "tls_cert (--tls-cert)"
-        raise ServerError(f"TLS needs both a certificate and its key: {missing} is not set "
-                          f"([server] tls_cert and tls_key, or --tls-cert and --tls-key)")
-    for path in (cert, key):
-        if not Path(path).is_file():
-            raise ServerError(f"cannot read {path}: no such file; --tls-cert and --tls-key take PEM files "
-                              f"(the certificate and its private key)")
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    try:
-        context.load_cert_chain(cert, key)
-    except ssl.SSLError as e:
-        raise ServerError(f"the TLS certificate {cert} and key {key} do not load ({e.reason or e}): give PEM "
-                          f"files, the key belonging to the certificate") from None
-    except OSError as e:
-        raise ServerError(f"cannot read {cert} or {key}: {e.strerror or e}; --tls-cert and --tls-key take PEM "
-                          f"files (the certificate and its private key)") from None
-    return context
-
-
-def raise_open_file_limit() -> int:
-    """Raise the soft open-file limit to the hard one (at most 2^20) where allowed; the soft
-    limit in force after that."""
-    try:
-        import resource
-    except ImportError:  # pragma: no cover - not Unix
-        return 1 << 20
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = 1 << 20 if hard == resource.RLIM_INFINITY else min(hard, 1 << 20)
-    if soft != resource.RLIM_INFINITY and soft < target:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-            soft = target
-        except (ValueError, OSError):
-            pass
-    return 1 << 20 if soft == resource.RLIM_INFINITY else soft
-
-
-def _bind_error(host: str, port: int, e: OSError) -> str:
-    import errno
-
-    if e.errno == errno.EADDRINUSE:
-        return (f"cannot serve on {host}:{port}: the port is in use (another subtitler?); "
-                f"choose another with --port or [server] port (0 = any free port)")
-    if e.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT) or isinstance(e, socket.gaierror):
-        return (f"cannot serve on {host}:{port}: {e.strerror or e}; --host must be an address "
-                f"of this machine: 127.0.0.1 (this machine only) or 0.0.0.0 (every network)")
-    if e.errno == errno.EACCES:
-        return (f"cannot serve on {host}:{port}: permission denied (ports below 1024 need "
-                f"privileges); choose a port above 1024 with --port")
-    return f"cannot serve on {host}:{port}: {e}"
-
-
-def _local_addresses() -> list[str]:
-    """This machine's IPv4 addresses other than loopback, as the rooms' screens would use them."""
-    found: list[str] = []
-
-    def add(addr: str) -> None:
-        try:
-            if not ipaddress.ip_address(addr).is_loopback and addr not in found:
-                found.append(addr)
-        except ValueError:
-            pass
-
-    try:
-        for info in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET):
-            add(info[4][0])
-    except OSError:
-        pass
-    # The address of the interface with the default route: connecting a UDP socket only asks
-    # the routing table; no packet is sent.
-    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        probe.connect(("192.0.2.1", 9))  # TEST-NET-1, never routed anywhere real
-        add(probe.getsockname()[0])
-    except OSError:
-        pass
-    finally:
-        probe.close()
-    return found
