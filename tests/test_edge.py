@@ -411,6 +411,37 @@ def test_a_stalled_redis_or_a_stuck_screen_never_delays_the_host(redis_server):
         asyncio.run(main())
 
 
+def test_a_stopped_edge_delays_neither_the_host_nor_another_edge(redis_server):
+    with host(redis_server.url) as h, edge_process(redis_server.url) as (a, port_a), \
+            edge_process(redis_server.url) as (b, port_b):
+        link = h.rooms["hall"]
+
+        async def main():
+            slow, _ = await view(port_a)
+            fast, _ = await view(port_b)
+            hs, _ = await view(h.port)
+            os.kill(a.pid, signal.SIGSTOP)  # edge A stops dead (a swapped-out or overloaded machine)
+            try:
+                t0 = time.monotonic()
+                publish(link, *talk(20))
+                assert time.monotonic() - t0 < 1.0
+                got_b = []
+                async with asyncio.timeout(5):  # edge B and the host on time, in spite of A
+                    while finals_of(got_b) != list(range(1, 21)):
+                        m = await recv_json(fast)
+                        if m["type"] != "status":
+                            got_b.append(m)
+                assert finals_of(await events(hs)) == list(range(1, 21))
+            finally:
+                os.kill(a.pid, signal.SIGCONT)
+            got_a = await events(slow, 2.0)  # A, once running again, catches up from the stream
+            assert finals_of(got_a) == list(range(1, 21))
+            assert [m["seq"] for m in got_a] == [m["seq"] for m in got_b]
+            for ws in (slow, fast, hs):
+                await ws.close()
+        asyncio.run(main())
+
+
 # -- a password, TLS, bad URLs -----------------------------------------------------------------------------
 
 def test_redis_with_a_password(tmp_path):
