@@ -236,8 +236,8 @@ class Publisher:
             since = 0
             if last:
                 fields = last[0][1]
-                if fields.get(b"s", b"").decode() == link.session_id:
-                    since = int(fields[b"q"])
+                if fields.get(b"s", b"").decode(errors="replace") == link.session_id:
+                    since = int(fields.get(b"q", 0))  # a "closed" entry has none
             now = time.time()
             floor = link.channel.log.floor
             batch += [(name, entry_fields(link.session_id, ev, floor, now)) for ev in link.channel.log.after(since)]
