@@ -232,10 +232,20 @@ def percentile(values: list[float], q: float) -> float | None:
 
 
 def run(server, redis_url: str, viewers: int, captions: int, rate: float, procs: int, kill: bool, first_id: int) -> dict:
-    from subtitler.captions import Caption
-
     link = server.rooms["hall"]
     edges = [start_edge(redis_url) for _ in range(2)]
+    try:
+        return _measure(link, edges, viewers, captions, rate, procs, kill, first_id)
+    finally:
+        for p, _ in edges:  # also when a run fails: no edge left behind
+            if p.poll() is None:
+                p.kill()
+                p.wait(5)
+
+
+def _measure(link, edges, viewers: int, captions: int, rate: float, procs: int, kill: bool, first_id: int) -> dict:
+    from subtitler.captions import Caption
+
     ports = [port for _, port in edges]
     ctx = mp.get_context("spawn")
     shares = [viewers // procs + (1 if i < viewers % procs else 0) for i in range(procs)]
