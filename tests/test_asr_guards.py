@@ -206,3 +206,49 @@ def test_known_speech_skips_the_silence_and_credit_guards_only():
     assert known("Thank you.", avg_logprob=-1.5) == "low_confidence"
     assert known("la " * 60) == "repetition"
     assert known("...") == "empty" and known("") == "empty"
+
+
+# -- context echoes and rival languages ----------------------------------------------------------
+
+def test_an_output_made_of_the_contexts_words_is_an_echo():
+    from subtitler.asr import echoes
+
+    context = ("Press 1 to record your temporary greeting. That conference is full. "
+               "Please enter the number to be removed from the blacklist.")
+    assert echoes("Press 1 to record your temporary greeting.", context)
+    assert echoes("Press 1 to record your temporary greeting. Press 1 to record your temporary greeting.", context)
+    # pieces of two sentences joined
+    assert echoes("Press 1 to record your temporary greeting. Please enter the number to be removed from "
+                  "the blacklist.", context)
+    assert echoes("Full.", context)
+    assert not echoes("Please hold while I try that extension.", context)
+    assert not echoes("Press 2 to hear your new messages.", context)
+    assert not echoes("Anything.", "") and not echoes("", context)
+
+
+def test_other_languages_are_tried_only_where_the_language_is_in_doubt():
+    from subtitler.asr import rivals
+
+    sure = {"en": 0.93, "de": 0.03, "nl": 0.01}
+    assert rivals(sure, "en", 0.93, prior="en", thorough=True) == []
+    # the prior won over the detection: the detected languages are tried
+    assert rivals({"it": 0.69, "en": 0.13, "es": 0.045}, "en", 0.13, prior="en", thorough=False) == ["it", "es"]
+    # the detection won over the prior: the prior is tried too
+    assert rivals({"en": 0.39, "fr": 0.22, "ja": 0.07, "es": 0.01}, "en", 0.39, prior="es",
+                  thorough=False) == ["fr", "ja", "es"]
+    # an unsure final agreeing with the prior: its likely neighbours, a partial: nothing
+    unsure = {"en": 0.41, "es": 0.30, "gl": 0.1}
+    assert rivals(unsure, "en", 0.41, prior="en", thorough=True) == ["es", "gl"]
+    assert rivals(unsure, "en", 0.41, prior="en", thorough=False) == []
+    # languages hardly detected at all are not tried
+    assert rivals({"th": 0.6, "de": 0.01, "en": 0.005}, "th", 0.6, prior=None, thorough=True) == []
+
+
+def test_a_prompt_is_its_whole_text_and_drops_its_context_for_another_language():
+    from subtitler.asr import Prompt, prompt_text, without_context
+
+    p = Prompt("Chongqing", "Welcome to Chongqing.", "en")
+    assert p == "Chongqing Welcome to Chongqing." and isinstance(p, str)
+    assert prompt_text(p, "en") == p and prompt_text(p, "es") == "Chongqing"
+    assert without_context(p) == "Chongqing" and prompt_text("plain text", "es") == "plain text"
+    assert Prompt("", "", "en") == "" and Prompt("", "Hola.", None).for_language("en") == "Hola."
