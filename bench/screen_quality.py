@@ -11,7 +11,7 @@ language) and espeak-ng voices reading other prompts' transcripts, with utteranc
 three words, a 20 s silence and 10 s of loud noise. The prompts are split in two halves by a
 digest of their names (``corpus.in_split``) and each half has its own espeak voices:
 
-  tuning corpus    --split tune   seeds 1, 2  (voices en-gb+m3, en-029+f2; es+m3, es-419+f2)
+  tuning corpus    --split tune   seed 1      (voices en-gb+m3, en-029+f2; es+m3, es-419+f2)
   reported corpus  --split report seed 10     (voices en-us+f3, en-gb-scotland+m2, en-gb-x-rp+f4;
                                                es-419+m2, es+f3, es+m6)
 
