@@ -79,8 +79,9 @@
     align: choice("align", ["left", "center", "centre"], "left").replace("centre", "center"),
     fade: num("fade", 12, 0, 86400, false),
     font: fontList(params.get("font")),
-    server: client.serverUrls(params.get("server"), "view"),  // a list: a host and its edges
+    servers: client.serverUrls(params.get("server"), "view"),  // server=ws://a,ws://b: a host and its edges
   };
+  opts.server = opts.servers[0];  // the first (what the page shows it talks to)
 
   // ---- look --------------------------------------------------------------------------------
   function rgb(colour) {
@@ -140,7 +141,7 @@
   // ---- the stream; its state is visible to tests and to anyone debugging a room screen ----------
   var viewer = new client.Viewer({
     label: "subtitler overlay",
-    url: opts.server,
+    url: opts.servers,
     langs: function () { return opts.langs; },
     welcome: onWelcome,
     event: onEvent,
