@@ -127,6 +127,8 @@ def edge_process(redis_url: str):
     try:
         wait_until(lambda: _healthy(port) or proc.poll() is not None, 30, "the edge process")
         assert proc.poll() is None, proc.stderr.read().decode()
+        # the host's rooms reach it from Redis within a moment of its start
+        wait_until(lambda: json.loads(http_get(port, "/api/venue")[2])["rooms"], 10, "the rooms on the edge")
         yield proc, port
     finally:
         if proc.poll() is None:
