@@ -37,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -215,9 +216,11 @@ def start_edge(redis_url: str) -> tuple[subprocess.Popen, int]:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
     while True:
-        try:
-            socket.create_connection((HOST, port), timeout=0.2).close()
-            return proc, port
+        try:  # up, and the host's room reached it from Redis
+            with urllib.request.urlopen(f"http://{HOST}:{port}/api/venue", timeout=1) as r:
+                if json.loads(r.read())["rooms"]:
+                    return proc, port
+            time.sleep(0.1)
         except OSError:
             if time.monotonic() > deadline or proc.poll() is not None:
                 raise RuntimeError("the edge did not start")
