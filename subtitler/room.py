@@ -341,8 +341,11 @@ class Room:
             self.decodes += 1
             self.decode_seconds += decoding.elapsed
             if self._keep_audio and (job.final or job.may_finalize) and decoding.rejected != "abandoned":
-                # the audio behind the final this decode may become, for speech translation
-                self._final_audio[job.utterance_id] = job.audio
+                # the audio behind the final this decode may become, for speech translation:
+                # without the lead (vad.lead_ms), which helps a transcription hear the first sound
+                # but made Whisper's speech → English unsure (2 of 4 Spanish prompts rejected); with
+                # no lead the translation reuses the final's encoder output
+                self._final_audio[job.utterance_id] = job.audio[job.lead:]
             self.policy.on_result(job, decoding, self.now())
             self.max_lag = max(self.max_lag, self.policy.lag())
             self._publish()

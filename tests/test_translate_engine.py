@@ -272,8 +272,10 @@ class CountingASR:
 
 def test_spanish_speech_to_english_by_whisper_reusing_the_encoder(asr_base, tmp_path):
     truth = corpus.build_stream(tmp_path / "es4.wav", lang="es", count=4, seed=1)
+    # lead_ms 0: the final's audio is the translation's, so its encoder output is reused (with a
+    # lead the translation hears the utterance without it, in an encoder pass of its own)
     config = Config().with_overrides({"asr.language": "es", "translate.targets": "en,es",
-                                      "translate.overrides": "en=whisper"})
+                                      "translate.overrides": "en=whisper", "vad.lead_ms": 0})
     stage = load_translation(config, asr_base)
     assert stage.describe_routes("es") == "en ← whisper, es = the spoken language"
     counting, rec = CountingASR(asr_base), Recorder()
