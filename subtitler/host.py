@@ -39,9 +39,9 @@ IDLE_WAIT_S = 0.02  # partials fall due by the clock, not only on events: look a
 STARVED_S = 2.0
 # Auto capacity: rooms the host takes = this budget over one measured final-grade decode pass,
 # an estimate which server.max_rooms replaces. Calibrated with bench/rooms.py on the 2-core
-# Xeon: one pass 0.44 s with base (3 rooms kept every final p90 near 1.5 s, 4 did not) and
-# 0.24 s with tiny.en (5 rooms at p90 ≤ 1.3 s): base → 3 rooms, tiny.en → 5.
-CAPACITY_BUDGET_S = 1.4
+# Xeon: one pass 0.44 s with base (2 rooms kept every final p90 ≤ 1.5 s, 3 did not) and
+# 0.24 s with tiny.en (5 rooms at p90 ≤ 1.4 s, 6 did not): base → 2 rooms, tiny.en → 5.
+CAPACITY_BUDGET_S = 1.25
 MAX_AUTO_ROOMS = 64
 
 
