@@ -57,6 +57,17 @@ _DENYLIST = {"spy-h323", "spy-iax2"}
 # Prompt catalogue
 # --------------------------------------------------------------------------
 
+def percentile(values: list[float], q: float) -> float | None:
+    """The q-quantile of ``values`` (linear between ranks, rounded to ms); None when empty:
+    the latency figures every bench prints."""
+    if not values:
+        return None
+    values = sorted(values)
+    k = (len(values) - 1) * q
+    lo, hi = int(k), min(int(k) + 1, len(values) - 1)
+    return round(values[lo] + (values[hi] - values[lo]) * (k - lo), 3)
+
+
 def _sounds_dir(lang: str) -> Path:
     """The folder of one language's prompts (e.g. en_US_f_Allison)."""
     candidates = sorted(p for p in SOUNDS_ROOT.glob(f"{lang}_*") if p.is_dir() and not p.is_symlink())

@@ -39,19 +39,10 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-from corpus import build_stream, wer  # noqa: E402
+from corpus import build_stream, percentile, wer  # noqa: E402
 
 from subtitler.audio import FileSource  # noqa: E402
 from subtitler.send import send_audio  # noqa: E402
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    values = sorted(values)
-    k = (len(values) - 1) * q
-    lo, hi = int(k), min(int(k) + 1, len(values) - 1)
-    return round(values[lo] + (values[hi] - values[lo]) * (k - lo), 3)
 
 
 class LoggedFile(FileSource):

@@ -64,18 +64,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-from corpus import build_mixed_stream, normalize, wer  # noqa: E402
+from corpus import build_mixed_stream, normalize, percentile, wer  # noqa: E402
 
 PUNCT = ".,;:!?¿¡…\"'»«)("
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    values = sorted(values)
-    k = (len(values) - 1) * q
-    lo, hi = int(k), min(int(k) + 1, len(values) - 1)
-    return round(values[lo] + (values[hi] - values[lo]) * (k - lo), 3)
 
 
 # -- the screen's view, scored ---------------------------------------------------------------

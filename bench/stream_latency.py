@@ -28,20 +28,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from corpus import wer  # noqa: E402
+from corpus import percentile, wer  # noqa: E402
 
 from subtitler.audio import FileSource  # noqa: E402
 from subtitler.config import load_config  # noqa: E402
 from subtitler.engine import Session, load_asr  # noqa: E402
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    values = sorted(values)
-    k = (len(values) - 1) * q
-    lo, hi = int(k), min(int(k) + 1, len(values) - 1)
-    return round(values[lo] + (values[hi] - values[lo]) * (k - lo), 3)
 
 
 class Recorder:
