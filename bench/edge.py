@@ -6,8 +6,8 @@
 
 On loopback, all on this machine: a ``redis-server`` (started here, no persistence), the host
 (``server.Server`` with ``[server] redis``, fed from a thread as the engine feeds it), two
-``subtitler edge`` processes, and viewer processes (raw WebSocket clients on epoll, as in
-bench/fanout.py) spread evenly over the edges. Each caption's text starts with the monotonic
+``subtitler edge`` processes, and viewer processes (``bench/screens.py``: thousands of cheap
+screen clients a process, on uvloop when installed) spread evenly over the edges. Each caption's text starts with the monotonic
 time the host's sink got it (CLOCK_MONOTONIC is shared by every process on the machine): the
 delay is host publish → screen receipt, through Redis and an edge.
 
@@ -15,7 +15,8 @@ Captions are utterances of 3 partials and a final, ``--rate`` a second. Each vie
 it receives: a ``seq`` seen twice is a duplicate; a final id missing from the run is a gap. In
 the second run one edge is killed with SIGKILL halfway: its viewers reconnect to the other
 edge with ``since``/``session`` (as the overlay does with ``server=ws://a,ws://b``), and must
-still get every final exactly once. CPU per edge is its user+system time over the run.
+still get every final exactly once. CPU (user+system time over the run) is given per part:
+each edge, Redis, the host (this process) and each viewer process.
 
 Figures: JSON on stdout; see README "Beyond one box".
 """
@@ -23,16 +24,13 @@ Figures: JSON on stdout; see README "Beyond one box".
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import multiprocessing as mp
 import os
 import resource
-import select
 import shutil
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import tempfile
@@ -41,6 +39,10 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from corpus import percentile  # noqa: E402
+from screens import delays_of, screens_process  # noqa: E402
 
 HOST = "127.0.0.1"
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,156 +52,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind((HOST, 0))
         return s.getsockname()[1]
-
-
-# -- viewer processes ------------------------------------------------------------------------------
-
-def _masked_text(payload: bytes) -> bytes:
-    mask = os.urandom(4)
-    n = len(payload)
-    head = bytes([0x81]) + (bytes([0x80 | n]) if n < 126 else bytes([0x80 | 126]) + struct.pack("!H", n))
-    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-
-
-def _open(port: int, since: int = 0, session: str | None = None) -> tuple[socket.socket, bytes]:
-    s = socket.create_connection((HOST, port), timeout=30)
-    key = base64.b64encode(os.urandom(16)).decode()
-    s.sendall((f"GET /rooms/hall/ws/view HTTP/1.1\r\nHost: {HOST}:{port}\r\nUpgrade: websocket\r\n"
-               f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = s.recv(65536)
-        if not chunk:
-            raise ConnectionError("closed during the handshake")
-        data += chunk
-    head, _, rest = data.partition(b"\r\n\r\n")
-    if not head.startswith(b"HTTP/1.1 101"):
-        raise ConnectionError(head.decode(errors="replace")[:200])
-    hello = {"type": "hello", "langs": ["*"], "since": since}
-    if session:
-        hello["session"] = session
-    s.sendall(_masked_text(json.dumps(hello).encode()))
-    s.setblocking(False)
-    return s, rest
-
-
-def _frames(buf: bytearray):
-    while len(buf) >= 2:
-        n = buf[1] & 0x7F
-        off = 2
-        if n == 126:
-            if len(buf) < 4:
-                return
-            n, off = struct.unpack_from("!H", buf, 2)[0], 4
-        elif n == 127:
-            if len(buf) < 10:
-                return
-            n, off = struct.unpack_from("!Q", buf, 2)[0], 10
-        if len(buf) < off + n:
-            return
-        opcode, payload = buf[0] & 0x0F, bytes(buf[off:off + n])
-        del buf[:off + n]
-        yield opcode, payload
-
-
-CAPTION = b'{"type":"caption","seq":'
-
-
-class View:
-    __slots__ = ("sock", "buf", "port", "seq", "session", "seqs", "finals", "dups")
-
-    def __init__(self, port: int):
-        self.port = port
-        self.seq, self.session = 0, None
-        self.finals: set[int] = set()
-        self.dups = 0
-        self.sock, rest = _open(port)
-        self.buf = bytearray(rest)
-
-
-def viewer_process(ports: list[int], count: int, pipe) -> None:
-    """``count`` viewers over ``ports`` (round robin); on a lost connection a viewer moves to the
-    next port and resumes with since/session."""
-    views: dict[int, View] = {}
-    for i in range(count):
-        v = View(ports[i % len(ports)])
-        views[v.sock.fileno()] = v
-    pipe.send("ready")
-    ep = select.epoll()
-    for fd in views:
-        ep.register(fd, select.EPOLLIN)
-    ep.register(pipe.fileno(), select.EPOLLIN)
-    delays: list[float] = []
-    reconnects = failed = 0
-    marker = b'"text":"'
-    running = True
-    while running:
-        for fd, _ in ep.poll(1.0):
-            if fd == pipe.fileno():
-                running = False
-                break
-            v = views.get(fd)
-            if v is None:
-                continue
-            try:
-                chunk = v.sock.recv(1 << 18)
-            except BlockingIOError:
-                continue
-            except OSError:
-                chunk = b""
-            now = time.monotonic()
-            lost = not chunk
-            if chunk:
-                v.buf += chunk
-                for opcode, payload in _frames(v.buf):
-                    if opcode == 0x1:
-                        if payload.startswith(b'{"type":"welcome"'):
-                            v.session = json.loads(payload)["session"]
-                            continue
-                        if not payload.startswith(CAPTION):  # bytes, not JSON: a viewer must be cheap
-                            continue
-                        seq = int(payload[len(CAPTION):payload.index(b",", len(CAPTION))])
-                        if seq <= v.seq:
-                            v.dups += 1
-                            continue
-                        v.seq = seq
-                        if b'"kind":"final"' in payload:
-                            j = payload.index(b'"id":') + 5
-                            v.finals.add(int(payload[j:payload.index(b",", j)]))
-                        if not payload.endswith(b'"history":true}'):
-                            i = payload.index(marker) + len(marker)
-                            delays.append(now - float(payload[i:payload.index(b" ", i)]))
-                    elif opcode == 0x9:
-                        try:
-                            v.sock.sendall(bytes([0x8A, 0x80 | len(payload)]) + b"\0\0\0\0" + payload)
-                        except OSError:
-                            lost = True
-                    elif opcode == 0x8:
-                        lost = True
-            if lost:  # the edge went: the next one, resuming where this viewer was
-                ep.unregister(fd)
-                views.pop(fd)
-                v.sock.close()
-                port = ports[(ports.index(v.port) + 1) % len(ports)]
-                for _ in range(50):
-                    try:
-                        v.sock, rest = _open(port, v.seq, v.session)
-                        break
-                    except (OSError, ValueError):
-                        port = ports[(ports.index(port) + 1) % len(ports)]
-                        time.sleep(0.1)
-                else:
-                    failed += 1
-                    continue
-                v.port, v.buf = port, bytearray(rest)
-                views[v.sock.fileno()] = v
-                ep.register(v.sock.fileno(), select.EPOLLIN)
-                reconnects += 1
-    pipe.recv()
-    pipe.send({"delays": delays, "finals": [sorted(v.finals) for v in views.values()],
-               "dups": sum(v.dups for v in views.values()), "reconnects": reconnects, "failed": failed})
-    for v in views.values():
-        v.sock.close()
 
 
 # -- processes ------------------------------------------------------------------------------------
@@ -227,18 +79,12 @@ def start_edge(redis_url: str) -> tuple[subprocess.Popen, int]:
             time.sleep(0.1)
 
 
-def percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    values = sorted(values)
-    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
-
-
-def run(server, redis_url: str, viewers: int, captions: int, rate: float, procs: int, kill: bool, first_id: int) -> dict:
+def run(server, redis: subprocess.Popen, redis_url: str, viewers: int, captions: int, rate: float, procs: int,
+        kill: bool, first_id: int) -> dict:
     link = server.rooms["hall"]
     edges = [start_edge(redis_url) for _ in range(2)]
     try:
-        return _measure(link, edges, viewers, captions, rate, procs, kill, first_id)
+        return _measure(link, redis, edges, viewers, captions, rate, procs, kill, first_id)
     finally:
         for p, _ in edges:  # also when a run fails: no edge left behind
             if p.poll() is None:
@@ -246,7 +92,13 @@ def run(server, redis_url: str, viewers: int, captions: int, rate: float, procs:
                 p.wait(5)
 
 
-def _measure(link, edges, viewers: int, captions: int, rate: float, procs: int, kill: bool, first_id: int) -> dict:
+def _own_cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def _measure(link, redis: subprocess.Popen, edges, viewers: int, captions: int, rate: float, procs: int, kill: bool,
+             first_id: int) -> dict:
     from subtitler.captions import Caption
 
     ports = [port for _, port in edges]
@@ -257,18 +109,21 @@ def _measure(link, edges, viewers: int, captions: int, rate: float, procs: int, 
     for k, share in enumerate(filter(None, shares)):
         parent, child = ctx.Pipe()
         order = ports[k % 2:] + ports[:k % 2]  # half the processes start on each edge
-        p = ctx.Process(target=viewer_process, args=(order, share, child), daemon=True)
+        p = ctx.Process(target=screens_process, args=(order, share, "/rooms/hall/ws/view", child), daemon=True)
         p.start()
         workers.append((p, parent))
-    for _, pipe in workers:
-        assert pipe.recv() == "ready"
+    for p, pipe in workers:
+        if not pipe.poll(180) or pipe.recv() != "ready":
+            raise RuntimeError(f"a viewer process did not connect its screens (exit code {p.exitcode})")
     connect_s = time.monotonic() - t0
     time.sleep(2.0)  # welcomes and histories out
-    cpu0 = [cpu_seconds(p.pid) for p, _ in edges]
+    # CPU over the run, per part: the edges, Redis, this process (the host: its loop, its Redis
+    # publisher and the caption feed) and the viewer processes (their own figure, from "ready").
+    cpu0 = [cpu_seconds(p.pid) for p, _ in edges] + [cpu_seconds(redis.pid), _own_cpu_s()]
+    t_cpu = time.monotonic()
     filler = "the budget for next year has been approved by the committee after a long debate"
     start = time.monotonic()
     killed_at = None
-    uid = first_id
     for k in range(captions):
         due = start + k / rate
         delay = due - time.monotonic()
@@ -284,7 +139,9 @@ def _measure(link, edges, viewers: int, captions: int, rate: float, procs: int, 
                                      emitted=uid * 3.0 + 3.0, lang="en", text=text,
                                      committed=text if kind == "final" else "", tentative=""))
     time.sleep(3.0)
-    cpu = [round(cpu_seconds(p.pid) - c, 2) if p.poll() is None else None for (p, _), c in zip(edges, cpu0)]
+    window = time.monotonic() - t_cpu
+    cpu = [cpu_seconds(p.pid) - c if p.poll() is None else None for (p, _), c in zip(edges, cpu0)]
+    cpu += [cpu_seconds(redis.pid) - cpu0[2], _own_cpu_s() - cpu0[3]]
     results = []
     for p, pipe in workers:
         pipe.send("stop")
@@ -300,11 +157,12 @@ def _measure(link, edges, viewers: int, captions: int, rate: float, procs: int, 
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait(5)
-    expected_finals = list(range(first_id, first_id + captions // 4))
-    gaps = sum(len(set(expected_finals) - set(f)) for r in results for f in r["finals"])
-    delays = [d for r in results for d in r["delays"]]
+    expected_finals = set(range(first_id, first_id + captions // 4))
+    gaps = sum(len(expected_finals - set(f)) for r in results for f in r["finals"])
+    delays = [d for r in results for d in delays_of(r)]
+    outages = [d for r in results for d in r["outages"]]
     ms = lambda v: None if v is None else round(v * 1000, 1)  # noqa: E731
-    duration = captions / rate
+    percent = lambda c: None if c is None else round(100 * c / window, 1)  # noqa: E731
     return {"viewers": viewers, "captions": captions, "rate_per_s": rate, "edge_killed": kill,
             "received": len(delays), "delay_ms": {"p50": ms(percentile(delays, 0.5)),
                                                   "p90": ms(percentile(delays, 0.9)),
@@ -312,8 +170,11 @@ def _measure(link, edges, viewers: int, captions: int, rate: float, procs: int, 
                                                   "max": ms(max(delays) if delays else None)},
             "gaps": gaps, "duplicates": sum(r["dups"] for r in results),
             "reconnects": sum(r["reconnects"] for r in results), "reconnect_failures": sum(r["failed"] for r in results),
-            "edge_cpu_percent": [None if c is None else round(100 * c / (duration + 3.0), 1) for c in cpu],
-            "connect_s": round(connect_s, 1), "viewer_processes": len(workers)}
+            "resumed_after_ms": {"p50": ms(percentile(outages, 0.5)), "max": ms(max(outages) if outages else None)},
+            "protocol_errors": sum(r["error_count"] for r in results),
+            "cpu_percent": {"edges": [percent(c) for c in cpu[:2]], "redis": percent(cpu[2]),
+                            "host": percent(cpu[3]), "viewers": [percent(r["cpu_s"]) for r in results]},
+            "connect_s": round(connect_s, 1), "viewer_processes": len(workers), "viewer_loop": results[0]["loop"]}
 
 
 def main() -> int:
@@ -345,10 +206,10 @@ def main() -> int:
         server = Server(ServerConfig(host=HOST, port=0, redis=url, max_viewers=20000)).start()
         server.add_room("hall")
         out = {"machine": f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start", "runs": []}
-        out["runs"].append(run(server, url, args.viewers, args.captions, args.rate, args.procs, False, 1))
+        out["runs"].append(run(server, redis, url, args.viewers, args.captions, args.rate, args.procs, False, 1))
         print(json.dumps(out["runs"][-1]), file=sys.stderr, flush=True)
         if not args.no_kill:
-            out["runs"].append(run(server, url, args.viewers, args.captions, args.rate, args.procs, True, 10000))
+            out["runs"].append(run(server, redis, url, args.viewers, args.captions, args.rate, args.procs, True, 10000))
         print(json.dumps(out, indent=1))
     finally:
         if server is not None:
