@@ -30,11 +30,19 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
-# PyTorch's CPU build runs Whisper's encoder ~2x faster in bfloat16 on CPUs with AMX or
-# AVX512-BF16 (asr.encoder = "auto" takes it there). Elsewhere it would not be used: not installed.
+# PyTorch's CPU build runs Whisper's encoder, where asr.encoder = "auto" takes it: in bfloat16 on
+# CPUs with AMX or AVX512-BF16 (~2x faster than CTranslate2's), in float32 on AVX2 CPUs without
+# AVX-512 (faster, and a partial's pass gives way to a final between layers). Elsewhere it would
+# not be used, so it is not installed, except for the tests (they run the torch encoder).
 # The CPU index has the small build (PyPI's Linux default is the multi-GB CUDA one); a wheel in
 # pip's find-links, as on our CI machines, is taken first.
-if grep -qwE 'amx_bf16|avx512_bf16' /proc/cpuinfo 2>/dev/null && ! python3 -c "import torch" 2>/dev/null; then
+flags=$(grep -m1 -w flags /proc/cpuinfo 2>/dev/null || true)
+wants_torch=""
+if [[ "$extra" == *test* ]] || grep -qwE 'amx_bf16|avx512_bf16' <<<"$flags" ||
+   { grep -qw avx2 <<<"$flags" && ! grep -qw avx512f <<<"$flags"; }; then
+  wants_torch=1
+fi
+if [[ -n "$wants_torch" ]] && ! python3 -c "import torch" 2>/dev/null; then
   python3 -m pip install -q "torch==2.13.*" --extra-index-url https://download.pytorch.org/whl/cpu ||
     echo "warning: PyTorch was not installed; Whisper's encoder runs in CTranslate2 (slower on this CPU)" >&2
 fi

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from .captions import SAMPLE_RATE
-from .encoder import EncoderError, EncoderStopped, TorchEncoder, choose_encoder, cpu_flags
+from .encoder import EncoderError, EncoderStopped, TorchEncoder, choose_encoder, cpu_flags, encoder_dtype
 
 
 def _prefer_avx512() -> None:
@@ -387,7 +387,7 @@ class WhisperASR:
         self._torch_encoder: TorchEncoder | None = None
         if self.encoder == "torch":
             try:
-                torch_encoder = TorchEncoder(model_path, threads)
+                torch_encoder = TorchEncoder(model_path, threads, dtype=encoder_dtype())
                 # faster-whisper's own transcribe() and detect_language() use it too
                 torch_encoder.install(self.model)
                 self._torch_encoder = torch_encoder

@@ -22,6 +22,13 @@ import numpy as np
 
 ENCODERS = ["auto", "ctranslate2", "torch"]
 BF16_FLAGS = {"amx_bf16", "avx512_bf16"}
+# Where ``auto`` also takes torch, in float32: an AVX2 CPU without AVX-512 (laptops, AMD EPYC
+# before Zen 4). Measured on a 2-core AMD EPYC (AVX2): the float32 encoder 0.75 s against
+# CTranslate2 int8's 0.85–1.3 s for base, the same words; and a partial's pass stops between
+# layers for a final, where CTranslate2's runs to its end (bench/rooms.py, 1 room: final p90
+# 3.1 s with CTranslate2's encoder). AVX-512 CPUs without bfloat16 keep CTranslate2's int8,
+# whose VNNI kernels were not measured against it.
+FLOAT32_FLAGS = {"avx2"}
 # CTranslate2's DataType enum, as model.bin stores it.
 _DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16, 5: "bfloat16"}
 
@@ -52,8 +59,9 @@ def choose_encoder(setting: str, device: str, flags: set[str] | None = None,
                    have_torch: bool | None = None) -> str:
     """``ctranslate2`` or ``torch`` for ``asr.encoder`` on ``device`` ("cpu"/"cuda").
 
-    ``auto`` takes torch only where it wins: on the CPU, with bfloat16 instructions, torch
-    installed. An explicit ``torch`` that cannot run is an error, never a silent fallback."""
+    ``auto`` takes torch only where it wins: on the CPU, torch installed, with bfloat16
+    instructions (run in bfloat16) or AVX2 without AVX-512 (run in float32: ``encoder_dtype``).
+    An explicit ``torch`` that cannot run is an error, never a silent fallback."""
     if setting not in ENCODERS:
         raise EncoderError(f"asr.encoder = {setting!r}; allowed: {', '.join(ENCODERS)}")
     if setting == "ctranslate2":
@@ -69,7 +77,15 @@ def choose_encoder(setting: str, device: str, flags: set[str] | None = None,
                                "or set asr.encoder = 'auto'")
         return "torch"
     flags = cpu_flags() if flags is None else flags
-    return "torch" if device == "cpu" and have_torch and flags & BF16_FLAGS else "ctranslate2"
+    wins = flags & BF16_FLAGS or (flags & FLOAT32_FLAGS and "avx512f" not in flags)
+    return "torch" if device == "cpu" and have_torch and wins else "ctranslate2"
+
+
+def encoder_dtype(flags: set[str] | None = None) -> str:
+    """bfloat16 where the CPU has instructions for it; float32 elsewhere (bfloat16 emulated
+    on an AVX2 CPU took 5.3 s a pass for base, float32 0.75 s)."""
+    flags = cpu_flags() if flags is None else flags
+    return "bfloat16" if flags & BF16_FLAGS else "float32"
 
 
 MODEL_FORMATS = range(4, 7)  # CTranslate2 model.bin versions this reader knows (4.x writes 6)
