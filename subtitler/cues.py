@@ -21,7 +21,10 @@ Among the cuts with the fewest cues, lines come out of even length (a full line 
 two characters reads badly) and cue boundaries fall at sentence ends where they can. Each cue
 gets a share of the caption's time in proportion to its width; with the next caption's start
 known, a caption too short to read is stretched into the silence after it, up to the reading
-time of its language (9 characters a second for Chinese, 17 for English), never over the next.
+time of its language (9 characters a second for Chinese, 17 for English), never over the next
+(``math.inf`` for the last caption of a track: its full reading time). ``placed`` turns cues
+into the whole milliseconds a file holds; the live files and a re-cut both use it, so they
+agree to the millisecond.
 """
 
 from __future__ import annotations
@@ -141,6 +144,18 @@ class Cue:
     start: float
     end: float
     lines: tuple[str, ...]
+
+
+def placed(cues: list[Cue], after_ms: int = 0) -> list[tuple[int, int]]:
+    """Each cue's (start, end) in whole milliseconds, clamped so that cues never overlap, go
+    back or vanish: none starts before ``after_ms`` (where the track's previous cue ended), and
+    each lasts at least 1 ms."""
+    out: list[tuple[int, int]] = []
+    for cue in cues:
+        start = max(round(cue.start * 1000), after_ms)
+        after_ms = max(round(cue.end * 1000), start + 1)
+        out.append((start, after_ms))
+    return out
 
 
 def clean(text: str) -> str:

@@ -40,7 +40,7 @@ from .audio import AudioSource
 from .captions import SAMPLE_RATE, Caption, SessionStats
 from .chinese import ScriptConverter
 from .config import Config
-from .streaming import DecodeJob, StreamingOptions, StreamingPolicy
+from .streaming import DecodeJob, SkippedSpeech, StreamingOptions, StreamingPolicy
 from .translate import TranslationResult, TranslationStage, TranslationWorker
 from .vad import Segmenter
 
@@ -78,7 +78,7 @@ class Delivery:
         self._thread: threading.Thread | None = None
         self._stopping = False
 
-    def post(self, caption: Caption) -> None:
+    def post(self, caption: "Caption | SkippedSpeech") -> None:
         with self._cond:
             self._queue.append(caption)
             self._cond.notify_all()
@@ -108,7 +108,17 @@ class Delivery:
             for caption in batch:
                 self.deliver(caption)
 
-    def deliver(self, caption: Caption) -> None:
+    def deliver(self, caption: "Caption | SkippedSpeech") -> None:
+        if isinstance(caption, SkippedSpeech):  # for the sinks that mark it (the transcripts)
+            for sink in self.sinks:
+                mark = getattr(sink, "on_skipped", None)
+                if mark is None:
+                    continue
+                try:
+                    mark(caption.start, caption.end, caption.seconds)
+                except Exception:
+                    log.exception("sink %r failed on skipped speech at %.1f s", sink, caption.start)
+            return
         translation = caption.is_translation
         for sink in self.sinks:
             if translation and not accepts_translations(sink):
@@ -381,6 +391,8 @@ class Room:
             elif caption.kind == "partial":
                 self._partials[caption.id] = caption
                 self._worker.submit_partial(caption)
+        for skipped in self.policy.drain_skipped():  # after the captions decided before it
+            self._delivery.post(skipped)
 
     # -- translation ----------------------------------------------------------------------
     def _on_translation(self, caption: Caption, result: TranslationResult) -> None:

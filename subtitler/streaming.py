@@ -12,7 +12,9 @@ Scheduling, with one decoder (on a CPU one Whisper pass costs a fixed 0.3–0.6 
   3. otherwise, while speech goes on, a partial decode every ``partial_interval``.
   When utterances wait for their finals, partials stop (they thin out first); when
   the backlog still grows past ``max_lag_s``, the oldest waiting audio is skipped and
-  counted, so the lag behind live audio stays bounded.
+  counted, so the lag behind live audio stays bounded; each skipped stretch comes out of
+  ``drain_skipped`` as a ``SkippedSpeech``, for the transcript to mark where speech went
+  untranscribed.
 
 Partials follow LocalAgreement-2: words on which two consecutive hypotheses agree
 are committed; later partial decodes are forced to start with them (Whisper's prefix),
@@ -79,6 +81,18 @@ class StreamingOptions:
 
 
 @dataclass(frozen=True)
+class SkippedSpeech:
+    """Speech let go undecoded to keep up with live audio: the utterances one backlog check
+    dropped, from the first one's start to the last one's end (audio seconds), ``seconds`` of
+    their audio (the figure ``skipped_seconds`` counts)."""
+
+    start: float
+    end: float
+    seconds: float
+    utterances: int
+
+
+@dataclass(frozen=True)
 class DecodeJob:
     utterance_id: int
     final: bool  # True: the utterance has ended and this is its last decode
@@ -139,6 +153,7 @@ class StreamingPolicy:
         self._current: _Live | None = None
         self._waiting: deque[_Live] = deque()  # ended, final not yet published
         self._out: list[Caption] = []
+        self._skipped: list[SkippedSpeech] = []
         self._seq = 0
         self._recent_langs: deque[str] = deque(maxlen=5)
         # the previous captions as the next decode's context: their text, language, and where
@@ -275,6 +290,14 @@ class StreamingPolicy:
     def drain(self) -> list[Caption]:
         """Captions produced since the last call, in publication order."""
         out, self._out = self._out, []
+        return out
+
+    def drain_skipped(self) -> list[SkippedSpeech]:
+        """Stretches skipped since the last call, oldest first. Any caption ``drain`` returns in
+        the same round was decided before them (finals of earlier speech, the retraction of a
+        skipped utterance's partial), so a caller that hands out ``drain()`` first keeps the
+        audio's order."""
+        out, self._skipped = self._skipped, []
         return out
 
     # -- figures --------------------------------------------------------------------------
@@ -444,8 +467,14 @@ class StreamingPolicy:
     def _bound_lag(self, now: float) -> None:
         if self.o.max_lag_s is None:
             return
+        dropped: list[_Live] = []
         while len(self._waiting) > 1 and self.waiting_seconds() > self.o.max_lag_s:
-            dropped = self._waiting.popleft()
+            live = self._waiting.popleft()
+            dropped.append(live)
             self.skipped_utterances += 1
-            self.skipped_seconds += dropped.samples / SAMPLE_RATE
-            self._retract(dropped, now)
+            self.skipped_seconds += live.samples / SAMPLE_RATE
+            self._retract(live, now)
+        if dropped:  # consecutive utterances, none transcribed between them: one stretch
+            seconds = sum(live.samples for live in dropped) / SAMPLE_RATE
+            end = max(live.start + live.samples / SAMPLE_RATE for live in dropped)
+            self._skipped.append(SkippedSpeech(dropped[0].start, end, seconds, len(dropped)))

@@ -12,7 +12,10 @@ text and every translation, so the files can be made again without the audio:
   Traditional characters;
 * cues cut by ``cues.split_cues`` for each file's language, and, knowing the next caption,
   held on screen for their reading time where the silence after them allows;
-* Chinese written in the script asked for (``chinese.convert``).
+* Chinese written in the script asked for (``chinese.convert``);
+* speech missing from the transcript (audio a sender lost, speech skipped to keep up with live
+  audio: the JSONL's ``gap`` and ``skipped`` lines) marked in every TXT and VTT, in its place
+  by time, as the session's own files mark it (``transcripts.mark_line``/``mark_note``).
 
 Files are written whole to a temporary name and renamed: an interrupted re-cut leaves either
 the old file or the new one. The session's own folder is refused as the destination.
@@ -21,6 +24,7 @@ the old file or the new one. The session's own folder is refused as the destinat
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -28,8 +32,9 @@ from pathlib import Path
 from typing import Iterable
 
 from .chinese import convert
-from .cues import Cue, CueStyle, clean, split_cues
+from .cues import Cue, CueStyle, clean, placed, split_cues
 from .langcodes import canonical, is_language_code, same_language, same_words
+from .transcripts import MARK_KINDS, Gap, Skipped, mark_line, mark_note, mark_of, mark_time
 
 FORMATS = ("srt", "vtt", "txt")
 _UNSAFE = re.compile(r"[^0-9A-Za-z_-]+")  # as the session's own files are named
@@ -49,10 +54,10 @@ class Entry:
     lang: str  # the language it is written in (its cue rules)
 
 
-def read_transcript(path: Path) -> list[dict]:
+def read_transcript(path: Path) -> tuple[list[dict], list["Gap | Skipped"]]:
     """A captions JSONL → one record per caption, translation updates folded in (as
-    ``transcripts.load_jsonl``), with a clear error for a file that is not one. A last line cut
-    off by a crash is skipped, as the writer promises."""
+    ``transcripts.load_jsonl``), and the marks of speech missing from it, with a clear error for
+    a file that is not one. A last line cut off by a crash is skipped, as the writer promises."""
     path = Path(path)
     if not path.is_file():
         raise SubtitlesError(f"{path}: no such file; give the captions.jsonl of a session "
@@ -62,6 +67,7 @@ def read_transcript(path: Path) -> list[dict]:
     except OSError as e:
         raise SubtitlesError(f"{path}: cannot be read: {e.strerror}") from None
     records: list[dict] = []
+    marks: list[Gap | Skipped] = []
     by_id: dict = {}
     for number, raw in enumerate(lines[:-1], 1):  # the last piece: after the final newline
         if not raw.strip():
@@ -73,6 +79,13 @@ def read_transcript(path: Path) -> list[dict]:
                                  f"subtitler?") from None
         if not isinstance(row, dict):
             raise SubtitlesError(f"{path}: line {number} is not a caption record")
+        if row.get("kind") in MARK_KINDS:
+            mark = mark_of(row)
+            if mark is None:
+                raise SubtitlesError(f"{path}: line {number}: a '{row['kind']}' mark without its times; is this a "
+                                     f"captions.jsonl written by subtitler?")
+            marks.append(mark)
+            continue
         if row.get("kind") == "translation":
             record = by_id.get(row.get("id"))
             if record is not None and isinstance(row.get("translations"), dict):
@@ -87,7 +100,7 @@ def read_transcript(path: Path) -> list[dict]:
             if isinstance(translations, dict) else {}
         records.append(row)
         by_id[row.get("id")] = row
-    return records
+    return records, sorted(marks, key=mark_time)
 
 
 def languages_in(records: list[dict]) -> list[str]:
@@ -125,14 +138,13 @@ def cues_of(entries: list[Entry], style: CueStyle) -> list[Cue]:
     """Every caption's cues by its language's rules, each held for its reading time where the
     next caption allows, in whole milliseconds, never overlapping, never going back."""
     out: list[Cue] = []
-    last = 0.0
+    last_ms = 0
     for i, e in enumerate(entries):
-        next_start = entries[i + 1].start if i + 1 < len(entries) else e.end + 3600.0
-        for cue in split_cues(e.text, e.start, e.end, rules=style.rules(e.lang), next_start=next_start):
-            start = max(round(cue.start, 3), last)
-            end = max(round(cue.end, 3), start + 0.001)
-            out.append(Cue(start, end, cue.lines))
-            last = end
+        next_start = entries[i + 1].start if i + 1 < len(entries) else math.inf  # the last: its reading time
+        cues = split_cues(e.text, e.start, e.end, rules=style.rules(e.lang), next_start=next_start)
+        for cue, (start, end) in zip(cues, placed(cues, last_ms)):  # as the live files place them
+            out.append(Cue(start / 1000, end / 1000, cue.lines))
+            last_ms = end
     return out
 
 
@@ -144,15 +156,30 @@ def _stamp(seconds: float, sep: str) -> str:
     return f"{h:02d}:{m:02d}:{s:02d}{sep}{ms:03d}"
 
 
-def render(fmt: str, entries: list[Entry], cues: list[Cue]) -> str:
+def render(fmt: str, entries: list[Entry], cues: list[Cue], marks: list["Gap | Skipped"] = ()) -> str:
+    """One file's text; ``marks`` (by time) go before the first cue or line that starts at or
+    after them (SRT has no comments: none there)."""
     if fmt == "srt":
         return "".join(f"{n}\n{_stamp(c.start, ',')} --> {_stamp(c.end, ',')}\n" + "\n".join(c.lines) + "\n\n"
                        for n, c in enumerate(cues, 1))
     if fmt == "vtt":
         esc = lambda line: line.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")  # noqa: E731
-        return "WEBVTT\n\n" + "".join(f"{_stamp(c.start, '.')} --> {_stamp(c.end, '.')}\n" +
-                                      "\n".join(map(esc, c.lines)) + "\n\n" for c in cues)
-    return "".join(f"[{_stamp(max(0.0, float(int(e.start))), ',').split(',')[0]}] {e.text}\n" for e in entries)
+        blocks = [(c.start, f"{_stamp(c.start, '.')} --> {_stamp(c.end, '.')}\n" + "\n".join(map(esc, c.lines))
+                   + "\n\n") for c in cues]
+        return "WEBVTT\n\n" + "".join(_with_marks(blocks, marks, mark_note))
+    lines = [(e.start, f"[{_stamp(max(0.0, float(int(e.start))), ',').split(',')[0]}] {e.text}\n") for e in entries]
+    return "".join(_with_marks(lines, marks, mark_line))
+
+
+def _with_marks(blocks: list[tuple[float, str]], marks, text_of) -> list[str]:
+    """Timed blocks with each mark's text put before the first block at or after it."""
+    out: list[str] = []
+    pending = list(marks)
+    for start, block in blocks:
+        while pending and mark_time(pending[0]) <= start:
+            out.append(text_of(pending.pop(0)))
+        out.append(block)
+    return out + [text_of(m) for m in pending]
 
 
 def _infix(lang: str) -> str:
@@ -179,7 +206,7 @@ def recut(jsonl: Path, out_dir: Path, *, languages: Iterable[str] | None = None,
     if bad or not formats:
         raise SubtitlesError(f"formats {','.join(bad) or '(none)'}: not a subtitle format; allowed: "
                              f"{', '.join(FORMATS)}")
-    records = read_transcript(jsonl)
+    records, marks = read_transcript(jsonl)
     if not records:
         raise SubtitlesError(f"{jsonl}: holds no caption yet; nothing to re-cut")
     present = languages_in(records)
@@ -215,7 +242,7 @@ def recut(jsonl: Path, out_dir: Path, *, languages: Iterable[str] | None = None,
             name = f"{stem}.{fmt}" if lang is None else f"{stem}.{_infix(lang)}.{fmt}"
             path = out_dir / name
             try:
-                _write(path, render(fmt, entries, cues))
+                _write(path, render(fmt, entries, cues, marks))
             except OSError as e:
                 raise SubtitlesError(f"{path}: cannot be written: {e.strerror}") from None
             written[fmt if lang is None else f"{lang}.{fmt}"] = path

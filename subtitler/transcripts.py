@@ -10,6 +10,22 @@ Files are fsynced about once a second (``FSYNC_INTERVAL_S``) and at close, so a 
 loses at most the last second; a process crash loses only captions still in the writer's
 queue (written within milliseconds when the disk keeps up).
 
+Subtitles follow the cue rules of their language (``cues.py``), the reading-time hold
+included: a caption spoken faster than it can be read stays on screen into the silence after
+it, never over the next caption. Its cues are written at once with their spoken timing (a
+crash never costs a caption); once the next caption of that file is known, or the session ends,
+the held timing is written over their timing lines in place (``HH:MM:SS,mmm --> HH:MM:SS,mmm``
+has a fixed width: one ``pwrite`` of the same length, so a crash leaves the old timing or the
+new one, never a broken cue). So the files a session leaves are the ones ``subtitler subtitles``
+makes from its JSONL, to the millisecond; after a ``kill -9`` only the last caption of each file
+keeps its spoken timing.
+
+Speech that did not reach the transcript is marked where it lies: audio a sender lost
+(``on_gap``) and speech skipped to keep up with live audio (``on_skipped``) are a JSONL line of
+their own (``{"kind": "gap", …}``, ``{"kind": "skipped", …}``), a bracketed line in every TXT
+and a ``NOTE`` block (a comment, not shown) in every VTT. SRT has no comments: a cue there
+would be shown as if it were said, so SRT files carry no mark.
+
 Translations go to files of their own, ``captions.<lang>.srt/.vtt/.txt``, with the
 timing of their final; they arrive as ``kind="translation"`` captions after the final
 (or in a final's ``translations``). The JSONL holds every language: a final's line as
@@ -20,7 +36,7 @@ before, then one line per translation update::
      "translations": {"es": "…", "zh": "…"}, "translation_errors": {"ru": "ctranslate2: …"}}
 
 ``load_jsonl`` folds the updates into their final, so it returns one record per caption
-with all its languages (``raw=True`` returns the lines as written).
+with all its languages (``raw=True`` returns the lines as written, marks included).
 """
 
 from __future__ import annotations
@@ -28,6 +44,7 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import math
 import os
 import re
 import tempfile
@@ -40,7 +57,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from .captions import Caption
-from .cues import Cue, split_cues  # noqa: F401  (Cue: part of this module's interface)
+from .cues import Cue, placed, split_cues  # noqa: F401  (Cue: part of this module's interface)
 from .cues import clean as _clean
 
 log = logging.getLogger("subtitler")
@@ -51,6 +68,8 @@ QUEUE_LIMIT = 10_000  # captions waiting for a failing disk (hours of speech) be
 RETRY_S = (0.25, 5.0)  # back-off between attempts while writing fails: first, longest
 CLOSE_WAIT_S = 10.0  # how long close() keeps retrying a failing disk for what is queued
 _TEXT_FORMATS = ("srt", "vtt", "txt")  # the ones that also get a file per translation
+MARK_KINDS = ("gap", "skipped")  # JSONL lines that mark speech missing from the transcript
+SKIPPED_REASON = "decoding fell behind the live audio"
 _UNSAFE = re.compile(r"[^0-9A-Za-z_-]+")  # anything else stays out of file names
 
 
@@ -59,6 +78,65 @@ def _stamp(ms: int, sep: str) -> str:
     m, s = divmod(s, 60)
     h, m = divmod(m, 60)
     return f"{h:02d}:{m:02d}:{s:02d}{sep}{ms:03d}"
+
+
+def _timing(start_ms: int, end_ms: int, sep: str) -> bytes:
+    """A cue's timing line (SRT: ``sep`` ",", VTT: "."), without its newline."""
+    return f"{_stamp(start_ms, sep)} --> {_stamp(end_ms, sep)}".encode()
+
+
+def _hms(seconds: float) -> str:
+    """A TXT line's time: whole seconds, truncated."""
+    return _stamp(max(0, int(seconds)) * 1000, ",").split(",")[0]
+
+
+def mark_record(mark: "Gap | Skipped") -> dict:
+    """A mark's JSONL line."""
+    if isinstance(mark, Gap):
+        return {"kind": "gap", "at": round(mark.at, 3), "seconds": round(mark.seconds, 3), "reason": mark.reason}
+    return {"kind": "skipped", "start": round(mark.start, 3), "end": round(mark.end, 3),
+            "seconds": round(mark.seconds, 3), "reason": mark.reason}
+
+
+def mark_of(row: dict) -> "Gap | Skipped | None":
+    """The mark a JSONL line holds (None: a caption, or not a well-formed mark)."""
+    def number(key: str) -> float | None:
+        value = row.get(key)
+        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+    reason = row.get("reason") if isinstance(row.get("reason"), str) else ""
+    if row.get("kind") == "gap" and number("at") is not None and number("seconds") is not None:
+        return Gap(number("at"), number("seconds"), reason)
+    if row.get("kind") == "skipped" and None not in (number("start"), number("end"), number("seconds")):
+        return Skipped(number("start"), number("end"), number("seconds"), reason)
+    return None
+
+
+def mark_time(mark: "Gap | Skipped") -> float:
+    """Where a mark lies in the session's audio."""
+    return mark.at if isinstance(mark, Gap) else mark.start
+
+
+def mark_line(mark: "Gap | Skipped") -> str:
+    """A mark's TXT line: '[00:05:12] [not transcribed: 00:05:12–00:05:20, 8.0 s of speech skipped: …]'."""
+    reason = _clean(mark.reason).replace("]", ")")
+    if isinstance(mark, Gap):
+        what = f"audio lost: {mark.seconds:.1f} s" + (f", {reason}" if reason else "")
+    else:
+        what = (f"not transcribed: {_hms(mark.start)}–{_hms(mark.end)}, {mark.seconds:.1f} s of speech skipped"
+                + (f" ({reason})" if reason else ""))
+    return f"[{_hms(mark_time(mark))}] [{what}]\n"
+
+
+def mark_note(mark: "Gap | Skipped") -> str:
+    """A mark's VTT NOTE block: a comment, kept in the file, never shown."""
+    reason = _clean(mark.reason)
+    if isinstance(mark, Gap):
+        text = f"audio lost: {mark.seconds:.1f} s at {_stamp(round(mark.at * 1000), '.')}"
+    else:
+        text = (f"not transcribed: {mark.seconds:.1f} s of speech from {_stamp(round(mark.start * 1000), '.')} "
+                f"to {_stamp(round(mark.end * 1000), '.')}, skipped")
+    return f"NOTE {text}" + (f" ({reason})" if reason else "") + "\n\n"
 
 
 def _vtt_escape(line: str) -> str:
@@ -93,23 +171,52 @@ class _File:
     """One transcript file: opened at its first record; ``good`` is the length of its whole
     records (what a failed write is cut back to)."""
 
-    __slots__ = ("path", "fmt", "fd", "good", "broken", "dirty")
+    __slots__ = ("path", "fmt", "fd", "patch_fd", "good", "broken", "dirty")
 
     def __init__(self, path: Path, fmt: str):
         self.path, self.fmt = path, fmt
         self.fd: int | None = None
+        self.patch_fd: int | None = None  # without O_APPEND: for writing a held cue's timing in place
         self.good = 0
         self.broken = False  # a write failed and its partial bytes could not be cut off yet
         self.dirty = False  # written since the last fsync
 
 
+@dataclass
+class _Held:
+    """A track's latest caption, written with its spoken timing, whose cues get their reading-time
+    hold once the next caption's start (or the end of the session) is known."""
+
+    text: str
+    start: float
+    end: float
+    lang: str  # its cue rules' language
+    after_ms: int  # where the track's previous cue ended (no cue of it starts before)
+    stamps: list[tuple[int, int]]  # its cues' (start, end) as written, ms
+    timing_at: dict[str, list[int]]  # format → where each cue's timing line begins in its record
+    record_at: dict[str, int]  # format → where its record begins in the file, once appended
+
+
 class _Track:
     """One language's SRT/VTT/TXT files, with the cue number and end time so far."""
 
-    def __init__(self, files: dict[str, _File]) -> None:
+    def __init__(self, files: dict[str, _File], lang: str | None = None) -> None:
         self.files = files
+        self.lang = lang  # the cue rules' language: None for the spoken text (each caption's own)
         self.number = 0  # SRT cues are numbered across the whole session
         self.last_ms = 0  # no cue may start before the previous one ended
+        self.held: _Held | None = None
+
+
+@dataclass
+class _Op:
+    """One write of a caption's (or mark's) bytes to one file: appended as a whole record, or, with
+    ``at``, written over the same number of bytes there (a held cue's new timing line)."""
+
+    file: _File
+    data: bytes
+    at: int | None = None
+    held: _Held | None = None  # the held caption whose record this appends (it learns where it went)
 
 
 @dataclass(frozen=True)
@@ -120,6 +227,18 @@ class Gap:
     at: float
     seconds: float
     reason: str
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """Speech the session heard but let go undecoded to keep up with live audio (``asr.max_lag_s``):
+    ``start``–``end`` seconds of the session's audio, ``seconds`` of speech in it. The JSONL
+    marks it: ``{"kind": "skipped", "start": …, "end": …, "seconds": …, "reason": …}``."""
+
+    start: float
+    end: float
+    seconds: float
+    reason: str = SKIPPED_REASON
 
 
 @dataclass(frozen=True)
@@ -191,13 +310,13 @@ class TranscriptWriter:
         self._langs: dict[str, _Track] = {}  # made on a language's first translation
         self._jsonl: _File | None = None
         self._cond = threading.Condition()
-        self._queue: deque[Caption] = deque()
+        self._queue: deque[Caption | Gap | Skipped] = deque()
         self._closing = False
         self._give_up = False
         self._closed = False
         self._written = self._failures = self._lost = 0
         self._error: str | None = None
-        self._head: list[tuple[_File, bytes]] | None = None  # the head caption's bytes not yet written
+        self._head: list[_Op] | None = None  # the head caption's writes not yet done
         self._sync_due: float | None = None
         self._announced = False
         if self.folder is not None:  # made now: a folder that cannot be written is an error here
@@ -231,7 +350,7 @@ class TranscriptWriter:
             return  # partials are for the screen; files keep only what was settled
         self._put(caption)
 
-    def _put(self, item: "Caption | Gap") -> None:
+    def _put(self, item: "Caption | Gap | Skipped") -> None:
         with self._cond:
             if self._closed or self._closing:
                 raise ValueError("TranscriptWriter is closed")
@@ -250,6 +369,10 @@ class TranscriptWriter:
     def on_gap(self, at: float, seconds: float, reason: str) -> None:
         """Mark audio the session never heard in the JSONL, in its place among the captions."""
         self._put(Gap(float(at), float(seconds), str(reason)))
+
+    def on_skipped(self, start: float, end: float, seconds: float) -> None:
+        """Mark speech skipped to keep up with live audio, in its place among the captions."""
+        self._put(Skipped(float(start), float(end), float(seconds)))
 
     def health(self) -> WriterHealth:
         with self._cond:
@@ -331,11 +454,16 @@ class TranscriptWriter:
                 if self.fsync and self._sync_due is None:
                     self._sync_due = time.monotonic() + self.fsync_interval
         finally:
+            with self._cond:
+                ended = self._closing and not self._queue and not self._give_up
+            if ended:  # a clean end: the last caption of each file gets its reading time too
+                self._end_holds()
             self._sync()
             for f in self._files():
-                if f.fd is not None:
-                    os.close(f.fd)
-                    f.fd = None
+                for fd in (f.fd, f.patch_fd):
+                    if fd is not None:
+                        os.close(fd)
+                f.fd = f.patch_fd = None
 
     def _sync_now(self) -> bool:
         return self._sync_due is not None and time.monotonic() >= self._sync_due
@@ -371,7 +499,7 @@ class TranscriptWriter:
         if self._main is None:
             self.folder.mkdir(parents=True, exist_ok=True)
             self._jsonl = _File(self.folder / f"{self.basename}.jsonl", "jsonl") if "jsonl" in self.formats else None
-            self._main = _Track(self._track_files(""))
+            self._main = _Track(self._track_files(""))  # each caption cut by its own language's rules
             for lang in self._languages:
                 self._track(lang)
         for f in self._files():
@@ -390,7 +518,7 @@ class TranscriptWriter:
         """A translation's files (opened at their first record)."""
         track = self._langs.get(lang)
         if track is None:
-            track = _Track(self._track_files("." + _infix(lang)))
+            track = _Track(self._track_files("." + _infix(lang)), lang)
             self._langs = {**self._langs, lang: track}  # replaced, never changed: read by other threads
             if self._announced and self.on_open is not None:
                 self.on_open(self.all_paths)
@@ -419,13 +547,15 @@ class TranscriptWriter:
         if f.fmt == "vtt" and good == 0:
             self._append(f, b"WEBVTT\n\n")  # valid (empty) VTT from the first moment
 
-    def _append(self, f: _File, data: bytes) -> None:
-        """One whole record onto the file's whole records; on failure the file is cut back."""
+    def _append(self, f: _File, data: bytes) -> int:
+        """One whole record onto the file's whole records; on failure the file is cut back.
+        Returns where the record begins."""
         if f.fd is None:
             self._open(f)
         if f.broken:  # an earlier failure left bytes we could not cut off then
             os.ftruncate(f.fd, f.good)
             f.broken = False
+        at = f.good  # the file is its whole records: the record goes there
         view = memoryview(data)
         try:
             while view:  # regular files come up short only when the disk is full: then it raises
@@ -440,6 +570,27 @@ class TranscriptWriter:
             raise
         f.good += len(data)
         f.dirty = True
+        return at
+
+    def _overwrite(self, f: _File, data: bytes, at: int) -> None:
+        """``data`` over the same number of bytes at ``at``, inside the file's whole records (a
+        held cue's timing line: one ``pwrite``, so a crash leaves the old line or the new one)."""
+        if at + len(data) > f.good:
+            return  # not in the file (cannot happen: records are only ever appended)
+        if f.patch_fd is None:
+            f.patch_fd = os.open(f.path, os.O_WRONLY | os.O_CLOEXEC)  # O_APPEND would ignore ``at``
+        done = 0
+        while done < len(data):
+            done += os.pwrite(f.patch_fd, data[done:], at + done)
+        f.dirty = True
+
+    def _do(self, op: _Op) -> None:
+        if op.at is not None:
+            self._overwrite(op.file, op.data, op.at)
+            return
+        at = self._append(op.file, op.data)
+        if op.held is not None:
+            op.held.record_at[op.file.fmt] = at
 
     def _write_caption(self, caption: Caption) -> None:
         """Every file's record of the caption at the queue's head, resuming where a failed
@@ -449,21 +600,16 @@ class TranscriptWriter:
         if self._head is None:
             self._head = self._records(caption)
         while self._head:
-            f, data = self._head[0]
-            self._append(f, data)
+            self._do(self._head[0])
             self._head.pop(0)
         self._head = None
         if self.fsync and self.fsync_interval <= 0:
             self._sync()
 
-    def _records(self, caption: "Caption | Gap") -> list[tuple[_File, bytes]]:
-        if isinstance(caption, Gap):
-            if self._jsonl is None:
-                return []
-            record = {"kind": "gap", "at": round(caption.at, 3), "seconds": round(caption.seconds, 3),
-                      "reason": caption.reason}
-            return [(self._jsonl, (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))]
-        out: list[tuple[_File, bytes]] = []
+    def _records(self, caption: "Caption | Gap | Skipped") -> list[_Op]:
+        if isinstance(caption, (Gap, Skipped)):
+            return self._marks(caption)
+        out: list[_Op] = []
         translation = caption.is_translation
         if not translation:
             out += self._cues(self._main, caption.text, caption)
@@ -479,25 +625,78 @@ class TranscriptWriter:
                           if k not in ("committed", "tentative", "kind", "translation_errors")}
             if caption.translation_errors:
                 record["translation_errors"] = caption.translation_errors
-            out.append((self._jsonl, (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")))
+            out.append(_Op(self._jsonl, (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")))
         return out
 
-    def _cues(self, track: _Track, text: str, caption: Caption) -> list[tuple[_File, bytes]]:
-        srt, vtt = [], []
-        lang = next((code for code, t in self._langs.items() if t is track), caption.lang)  # the cue rules' language
-        for cue in split_cues(text, caption.start, caption.end, self.max_chars, self.max_lines, lang=lang):
-            # Whole milliseconds, clamped so cues never overlap, go back, or vanish.
-            s = max(round(cue.start * 1000), track.last_ms)
-            e = max(round(cue.end * 1000), s + 1)
-            track.last_ms = e
-            track.number += 1
-            srt.append(f"{track.number}\n{_stamp(s, ',')} --> {_stamp(e, ',')}\n" + "\n".join(cue.lines) + "\n\n")
-            vtt.append(f"{_stamp(s, '.')} --> {_stamp(e, '.')}\n" + "\n".join(map(_vtt_escape, cue.lines)) + "\n\n")
-        if not srt:
+    def _marks(self, mark: "Gap | Skipped") -> list[_Op]:
+        """A mark's JSONL line, and its line in every TXT and NOTE in every VTT so far."""
+        out: list[_Op] = []
+        tracks = ([self._main] if self._main else []) + list(self._langs.values())
+        for track in tracks:
+            for fmt, text in (("txt", mark_line(mark)), ("vtt", mark_note(mark))):
+                if fmt in track.files:
+                    out.append(_Op(track.files[fmt], text.encode("utf-8")))
+        if self._jsonl is not None:
+            out.append(_Op(self._jsonl, (json.dumps(mark_record(mark), ensure_ascii=False) + "\n").encode("utf-8")))
+        return out
+
+    def _cue_times(self, held: _Held, next_start: float | None) -> list[tuple[int, int]]:
+        cues = split_cues(held.text, held.start, held.end, self.max_chars, self.max_lines, lang=held.lang,
+                          next_start=next_start)
+        return placed(cues, held.after_ms)
+
+    def _hold(self, track: _Track, next_start: float) -> list[_Op]:
+        """The track's held caption timed for its reading, now that the next caption's start is
+        known (``math.inf``: none will come): its changed timing lines, written over in place."""
+        held, track.held = track.held, None
+        if held is None:
+            return []
+        stamps = self._cue_times(held, next_start)
+        track.last_ms = stamps[-1][1]
+        out: list[_Op] = []
+        for fmt, sep in (("srt", ","), ("vtt", ".")):
+            f, at = track.files.get(fmt), held.record_at.get(fmt)
+            if f is None or at is None:
+                continue  # no such file, or the record never reached it
+            for old, new, offset in zip(held.stamps, stamps, held.timing_at[fmt]):
+                line, was = _timing(*new, sep), _timing(*old, sep)
+                if new != old and len(line) == len(was):  # (a 100th hour would widen the stamp: left as is)
+                    out.append(_Op(f, line, at=at + offset))
+        return out
+
+    def _cues(self, track: _Track, text: str, caption: Caption) -> list[_Op]:
+        lang = track.lang or caption.lang  # the cue rules' language
+        held = _Held(text, caption.start, caption.end, lang, 0, [], {"srt": [], "vtt": []}, {})
+        if not self._cue_times(held, None):
             return []  # nothing said: an empty cue would not parse back
-        line = f"[{_stamp(max(0, int(caption.start)) * 1000, ',').split(',')[0]}] {_clean(text)}\n"
-        content = {"srt": "".join(srt), "vtt": "".join(vtt), "txt": line}
-        return [(f, content[fmt].encode("utf-8")) for fmt, f in track.files.items()]
+        out = self._hold(track, next_start=caption.start)  # the previous caption's reading time first
+        held.after_ms = track.last_ms
+        cues = split_cues(text, caption.start, caption.end, self.max_chars, self.max_lines, lang=lang)
+        held.stamps = placed(cues, track.last_ms)  # spoken timing until the next caption is known
+        track.last_ms = held.stamps[-1][1]
+        srt, vtt = bytearray(), bytearray()
+        for cue, (s, e) in zip(cues, held.stamps):
+            track.number += 1
+            srt += f"{track.number}\n".encode()
+            held.timing_at["srt"].append(len(srt))
+            srt += _timing(s, e, ",") + ("\n" + "\n".join(cue.lines) + "\n\n").encode("utf-8")
+            held.timing_at["vtt"].append(len(vtt))
+            vtt += _timing(s, e, ".") + ("\n" + "\n".join(map(_vtt_escape, cue.lines)) + "\n\n").encode("utf-8")
+        track.held = held
+        line = f"[{_hms(caption.start)}] {_clean(text)}\n"
+        content = {"srt": bytes(srt), "vtt": bytes(vtt), "txt": line.encode("utf-8")}
+        out += [_Op(f, content[fmt], held=held if fmt != "txt" else None) for fmt, f in track.files.items()]
+        return out
+
+    def _end_holds(self) -> None:
+        """At a clean close: each file's last caption held for its full reading time."""
+        for track in ([self._main] if self._main else []) + list(self._langs.values()):
+            try:
+                for op in self._hold(track, math.inf):
+                    self._do(op)
+            except OSError as e:
+                log.warning("transcripts: the last caption of %s keeps its spoken timing: %s",
+                            self.folder, e.strerror or e)
 
     def _sync(self) -> None:
         """fsync what was written since the last time (the writer thread only)."""
@@ -578,7 +777,8 @@ def load_jsonl(path: Path, raw: bool = False) -> list[dict]:
     """Read a captions JSONL back, skipping a trailing line cut off by a crash: one record per
     caption, its later translation updates folded in (``translations`` holds every language
     that came out, ``translation_errors`` why any other is missing). ``raw``: the lines as
-    written, updates and gap marks (``{"kind": "gap", …}``: audio a sender lost) included."""
+    written, updates and marks included (``{"kind": "gap", …}``: audio a sender lost;
+    ``{"kind": "skipped", …}``: speech skipped to keep up with live audio)."""
     data = Path(path).read_bytes()
     # Split on b"\n" only: JSON text may hold U+2028 and friends, which splitlines() would cut.
     lines = data.split(b"\n")
@@ -588,8 +788,8 @@ def load_jsonl(path: Path, raw: bool = False) -> list[dict]:
     out: list[dict] = []
     latest: dict = {}  # caption id → its record
     for row in rows:
-        if row.get("kind") == "gap":
-            continue  # audio never heard: ``raw=True`` keeps these marks
+        if row.get("kind") in MARK_KINDS:
+            continue  # speech missing from the transcript: ``raw=True`` keeps these marks
         if row.get("kind") != "translation":
             out.append(row)
             latest[row.get("id")] = row

@@ -64,8 +64,13 @@ class SessionTranscripts:
         self._writer().on_caption(caption)
 
     def on_gap(self, at: float, seconds: float, reason: str) -> None:
-        """Audio the sender lost, marked in the JSONL (from the server's loop: only queued)."""
+        """Audio the sender lost, marked in the transcript (from the server's loop: only queued)."""
         self._writer().on_gap(at, seconds, reason)
+
+    def on_skipped(self, start: float, end: float, seconds: float) -> None:
+        """Speech skipped to keep up with live audio, marked in the transcript (from the room's
+        delivery thread: only queued)."""
+        self._writer().on_skipped(start, end, seconds)
 
     def _writer(self) -> TranscriptWriter:
         if self.writer is None:

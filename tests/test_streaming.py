@@ -10,7 +10,7 @@ import pytest
 from subtitler.asr import Decoding
 from subtitler.captions import SAMPLE_RATE as SR
 from subtitler.captions import Caption, Utterance
-from subtitler.streaming import DecodeJob, StreamingOptions, StreamingPolicy
+from subtitler.streaming import DecodeJob, SkippedSpeech, StreamingOptions, StreamingPolicy
 from subtitler.vad import Segmenter, SpeechAudio, SpeechEnd, SpeechPause, SpeechStart, VadOptions
 
 
@@ -499,6 +499,36 @@ def test_skipping_an_utterance_that_showed_a_partial_retracts_it():
     assert p.skipped_utterances == 2
     # the screens showed a line for utterance 1: it is cleared; utterance 2 showed nothing
     assert [(c.id, c.kind, c.text) for c in p.drain()] == [(1, "final", "")]
+
+
+def test_each_skipped_stretch_comes_out_once_with_its_audio_times():
+    # for the transcript to mark where speech went untranscribed
+    p = StreamingPolicy(StreamingOptions(max_lag_s=10.0))
+    first = Talk(p, 1, 0.0).speak(2.5).silence(0.5)
+    first.end()
+    busy = p.next_job(first.t)
+    t = 5.0
+    for uid in range(2, 6):  # 4.0 s of audio each: 5.0–9.0, 9.6–13.6, 14.2–18.2, 18.8–22.8
+        talk = Talk(p, uid, t).speak(3.5).silence(0.5)
+        talk.end()
+        t = talk.t + 0.3
+    assert p.drain_skipped() == []  # nothing skipped while utterance 1 holds the decoder
+    p.on_result(busy, dec("Hello everyone."), t)
+    job = p.next_job(t)
+    # utterances 2 and 3 went in one backlog check: one stretch, with no caption inside it
+    assert p.drain_skipped() == [SkippedSpeech(5.0, pytest.approx(13.6), pytest.approx(8.0), 2)]
+    assert p.drain_skipped() == []  # handed out once
+    assert [c.text for c in finals(p.drain())] == ["Hello everyone."]  # decided before the skip
+    for uid in (6, 7, 8):  # more speech while 4 decodes: 5 is skipped on its own, later
+        talk = Talk(p, uid, t).speak(3.5).silence(0.5)
+        talk.end()
+        t = talk.t + 0.3
+    p.on_result(job, dec("Four."), t)
+    p.next_job(t)
+    skipped = p.drain_skipped()
+    assert [(s.start, s.utterances) for s in skipped] == [(pytest.approx(18.8), 2)]
+    assert sum(s.seconds for s in skipped) + 8.0 == pytest.approx(p.skipped_seconds)
+    assert p.skipped_utterances == 4
 
 
 def simulate(minutes: float, cost, options: StreamingOptions, seed: int = 0):

@@ -147,3 +147,36 @@ def test_a_line_cut_off_by_a_crash_is_skipped(session, tmp_path):
     assert len(list(srt.parse(written["srt"].read_text(encoding="utf-8")))) >= 3
     rows = [json.loads(l) for l in text.splitlines()]
     assert len(rows) == 6  # three finals and their translation updates, as the writer wrote them
+
+
+def test_a_transcript_with_gaps_and_skipped_speech_is_recut_with_its_marks_in_place(tmp_path):
+    # as a live session writes it: a mark arrives after the captions of earlier speech
+    folder = tmp_path / "2026-09-01_10-00-00"
+    writer = TranscriptWriter(folder, languages=["en"])
+    (s1, e1, zh1, en1, _), (s2, e2, zh2, en2, _), (s3, e3, zh3, en3, _) = SPOKEN
+    writer.on_caption(Caption(1, 1, "final", s1, e1, e1 + 0.5, "zh", convert(zh1, "zh"), translations={"en": en1}))
+    writer.on_skipped(5.2, 8.4, 3.0)
+    writer.on_caption(Caption(3, 2, "final", s3, e3, e3 + 0.5, "zh", convert(zh3, "zh"), translations={"en": en3}))
+    writer.on_gap(15.0, 2.5, "the sender's microphone overflowed")
+    writer.close()
+    out = tmp_path / "recut"
+    done = run(str(folder / "captions.jsonl"), "--out", str(out), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    for name in ("captions.txt", "captions.en.txt", "captions.vtt", "captions.en.vtt", "captions.srt"):
+        # the re-cut marks speech missing where the session's own files did
+        assert (out / name).read_text("utf-8") == (folder / name).read_text("utf-8"), name
+    txt = (out / "captions.en.txt").read_text("utf-8").splitlines()
+    assert [line.split("] ", 1)[1][:16] for line in txt] == [
+        en1[:16], "[not transcribed", en3[:16], "[audio lost: 2.5"]
+    vtt = webvtt.read(str(out / "captions.vtt"))
+    assert [c.text.replace("\n", "") for c in vtt.captions] != [] and len(vtt.footer_comments) == 1
+    assert any("not transcribed: 3.0 s of speech" in n for c in vtt.captions for n in c.comments)
+    assert "not transcribed" not in (out / "captions.srt").read_text("utf-8")  # SRT has no comments
+
+
+def test_a_mark_without_its_times_is_one_clear_error(session, tmp_path):
+    broken = tmp_path / "marks.jsonl"
+    broken.write_text(session.read_text(encoding="utf-8") + '{"kind": "skipped", "start": 3}\n', encoding="utf-8")
+    done = run(str(broken), "--out", str(tmp_path / "y"), cwd=tmp_path)
+    assert done.returncode == 2 and "line 7: a 'skipped' mark without its times" in done.stderr
+    assert done.stderr.count("\n") == 1

@@ -672,3 +672,100 @@ def test_a_gap_is_marked_in_the_jsonl_in_its_place_and_load_jsonl_leaves_it_out(
     assert raw[1] == {"kind": "gap", "at": 2.5, "seconds": 3.25, "reason": "the sender's microphone overflowed"}
     assert [r["text"] for r in load_jsonl(w.paths["jsonl"])] == ["Before.", "After."]
     assert [s.content for s in read_srt(w.paths["srt"])] == ["Before.", "After."]  # the subtitles stay subtitles
+
+
+# --- speech missing from the transcript, marked where it lies --------------------------------
+
+def test_skipped_speech_is_marked_in_the_jsonl_txt_and_vtt_of_every_language(tmp_path):
+    with TranscriptWriter(tmp_path, languages=["es"]) as w:
+        w.on_caption(final(1, 0.0, 2.0, "Before.", translations={"es": "Antes."}))
+        w.on_skipped(5.0, 13.6, 8.0)
+        w.on_gap(20.0, 3.25, "the sender's microphone overflowed")
+        w.on_caption(final(4, 24.0, 26.0, "After.", translations={"es": "Después."}))
+    raw = load_jsonl(w.paths["jsonl"], raw=True)
+    assert [r.get("kind", "final") for r in raw] == ["final", "skipped", "gap", "final"]
+    assert raw[1] == {"kind": "skipped", "start": 5.0, "end": 13.6, "seconds": 8.0,
+                      "reason": "decoding fell behind the live audio"}
+    assert [r["text"] for r in load_jsonl(w.paths["jsonl"])] == ["Before.", "After."]  # captions only
+    for paths, before, after in ((w.paths, "Before.", "After."),
+                                 (w.language_paths["es"], "Antes.", "Después.")):
+        assert paths["txt"].read_text("utf-8").splitlines() == [
+            f"[00:00:00] {before}",
+            "[00:00:05] [not transcribed: 00:00:05–00:00:13, 8.0 s of speech skipped "
+            "(decoding fell behind the live audio)]",
+            "[00:00:20] [audio lost: 3.2 s, the sender's microphone overflowed]",
+            f"[00:00:24] {after}",
+        ]
+        vtt = read_vtt(paths["vtt"])  # a NOTE is a comment: the captions stay the captions
+        assert [c.text for c in vtt] == [before, after]
+        assert vtt[1].comments == [
+            "not transcribed: 8.0 s of speech from 00:00:05.000 to 00:00:13.600, skipped "
+            "(decoding fell behind the live audio)",
+            "audio lost: 3.2 s at 00:00:20.000 (the sender's microphone overflowed)"]
+        assert [s.content for s in read_srt(paths["srt"])] == [before, after]  # no comments in SRT
+
+
+def test_a_reason_cannot_break_the_txt_or_vtt(tmp_path):
+    with TranscriptWriter(tmp_path) as w:
+        w.on_gap(1.0, 2.0, "bad]\n\n00:00:01.000 --> 00:00:09.000\nfake")
+        w.on_caption(final(1, 4.0, 5.0, "After."))
+    assert len(w.paths["txt"].read_text("utf-8").splitlines()) == 2
+    assert [c.text for c in read_vtt(w.paths["vtt"])] == ["After."]
+    notes = webvtt.read(str(w.paths["vtt"])).header_comments  # a NOTE before the first cue
+    assert len(notes) == 1 and "-->" not in notes[0] and "\n" not in notes[0]
+
+
+# --- the reading-time hold in the live files ------------------------------------------------
+
+# Chinese spoken fast, a long English caption before a short silence, a last word.
+HELD = [
+    (1.0, 1.6, "zh", "谢谢大家。", "Thank you all."),
+    (4.0, 6.0, "en", LONG, "這是一個很長的句子，說話的人一口氣說完，超過兩行字幕能放下的長度。"),
+    (9.0, 9.4, "en", "Right.", "好。"),
+    (20.0, 20.2, "en", "Bye.", "再見。"),
+]
+
+
+def write_held_session(folder: Path) -> TranscriptWriter:
+    w = TranscriptWriter(folder, languages=["zh-Hant"])
+    for i, (start, end, lang, text, other) in enumerate(HELD, 1):
+        w.on_caption(Caption(i, 2 * i, "final", start, end, end + 0.5, lang, text))
+        w.on_caption(Caption(i, 2 * i + 1, "translation", start, end, end + 0.9, lang, text,
+                             translations={"zh-Hant": other if lang != "zh" else "謝謝大家。"}))
+    return w
+
+
+def test_live_files_hold_each_cue_for_its_reading_time_as_a_recut_does(tmp_path):
+    from subtitler.subtitles import recut
+
+    w = write_held_session(tmp_path / "live")
+    w.close()
+    subs = read_srt(w.paths["srt"])
+    times = [(s.start.total_seconds(), s.end.total_seconds()) for s in subs]
+    # 5 Chinese characters need 0.8 s (9 a second; the minimum); the long English caption, spoken
+    # in 2 s, needs 8.9 s at 17 a second: it stays until "Right." starts, never over it; the last
+    # caption gets its reading time at the end of the session
+    assert times[0] == (1.0, 1.8)
+    assert times[-3][1] == 9.0 and times[-2][0] == 9.0
+    assert times[-1] == (20.0, 20.8)
+    for (_, end), (start, _) in zip(times, times[1:]):
+        assert start >= end
+    recut_files = recut(w.paths["jsonl"], tmp_path / "recut")
+    for name, path in w.all_paths.items():
+        if name.endswith(("srt", "vtt")):
+            assert path.read_text("utf-8") == recut_files[name].read_text("utf-8"), name
+
+
+def test_kill_9_leaves_every_caption_but_the_last_held(tmp_path):
+    run_and_kill(tmp_path, at_least=4, stop_after=4, delay=0.3)
+    subs = read_srt(tmp_path / "captions.srt")
+    ends = {}  # caption → its last cue's end
+    n = 0
+    for i in range(4):
+        n += len(split_cues(CHILD_TEXT.format(i), 0, 1))
+        ends[i] = subs[n - 1].end.total_seconds()
+    # each caption needs more than the 3 s to the next one: held until the next starts; the last,
+    # never followed and never closed, keeps its spoken end
+    assert ends == {0: 3.0, 1: 6.0, 2: 9.0, 3: 11.5}
+    vtt = read_vtt(tmp_path / "captions.vtt")
+    assert [seconds(c.end) for c in vtt] == [s.end.total_seconds() for s in subs]

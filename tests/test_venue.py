@@ -409,6 +409,15 @@ def test_skipped_speech_shows_in_metrics_and_status_as_it_happens(asr_base, talk
         until("the last count in /metrics",
               lambda: metric(server, "subtitler_skipped_utterances_total") == result.skipped_utterances)
         console.close()
+        # ... and in the transcript, where it lies: a JSONL line and a TXT line per skipped stretch
+        folder, = [p for p in (tmp_path / "out").iterdir() if p.is_dir()]  # the session that ended
+        marks = [r for r in load_jsonl(folder / "captions.jsonl", raw=True) if r.get("kind") == "skipped"]
+        assert marks and sum(m["seconds"] for m in marks) == pytest.approx(result.skipped_seconds, abs=0.01)
+        assert all(m["start"] < m["end"] for m in marks)
+        skipped_lines = [line for line in (folder / "captions.txt").read_text("utf-8").splitlines()
+                         if "[not transcribed:" in line]
+        assert len(skipped_lines) == len(marks)
+        assert all("kind" not in r for r in load_jsonl(folder / "captions.jsonl"))  # captions only
 
 
 def test_a_vanished_sender_leaves_a_true_status_and_its_last_words_are_captioned(asr_base, talks, tmp_path):
