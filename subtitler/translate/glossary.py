@@ -11,6 +11,10 @@ A ``[glossary]`` table in config.toml::
 
 * ``hotwords()`` is the text given to Whisper (hotwords / prompt), so the terms are spelled
   right in the transcript.
+* Chinese terms are found in either script: ``重庆`` in the config matches 重庆 and 重慶 in the
+  text (a Taiwan session's captions are written in Traditional, Whisper's own output is often
+  mixed), and ``[glossary.en] 重慶 = "Chongqing"`` is the fixed form of the term ``重庆``
+  (OpenCC's conversions, as ``chinese.py`` uses them).
 * ``protect`` / ``restore`` carry the terms through a translation backend:
 
   - ``placeholder`` style (Apertium, rule-based): each term becomes a made-up capitalised word
@@ -25,6 +29,7 @@ A ``[glossary]`` table in config.toml::
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from dataclasses import dataclass, field
@@ -47,8 +52,38 @@ def _placeholder(i: int) -> str:
     return PLACEHOLDER_STEM + letters
 
 
+_HAN = re.compile("[\u3400-\u9fff\uf900-\ufaff]")  # Chinese characters (CJK ideographs)
+_CJK_TEXT = re.compile("[\u3040-\u30ff\u3400-\u9fff\uf900-\ufaff\uac00-\ud7af]")  # Han, kana, Hangul
+
+
+def _simplified(text: str) -> str:
+    """Chinese characters in Simplified (OpenCC, as the captions are converted); the text as it
+    is where OpenCC is missing (the room stops at start then, saying so)."""
+    from ..chinese import ChineseScriptError, convert
+
+    try:
+        return convert(text, "zh-Hans")
+    except ChineseScriptError:
+        return text
+
+
+def _script_variants(term: str) -> set[str]:
+    """A term as each Chinese script writes it (重庆, 重慶): the text may hold any of them."""
+    if not _HAN.search(term):
+        return {term}
+    from ..chinese import ChineseScriptError, convert
+
+    try:
+        return {term, *(convert(term, code) for code in ("zh-Hans", "zh-Hant", "zh-HK"))}
+    except ChineseScriptError:
+        return {term}
+
+
+@functools.lru_cache(maxsize=4096)
 def _fold(text: str) -> str:
-    """Lower case without accents, for matching spellings."""
+    """Lower case without accents, Chinese in Simplified, for matching spellings."""
+    if _HAN.search(text):
+        text = _simplified(text)
     t = unicodedata.normalize("NFKD", text.casefold())
     return "".join(ch for ch in t if not unicodedata.combining(ch))
 
@@ -76,9 +111,14 @@ class Glossary:
             if term and _fold(term) not in seen:
                 seen[_fold(term)] = term
         self.terms = list(seen.values())
-        self._canonical = seen  # folded → as written
+        forms: set[str] = set()
+        for term in self.terms:  # a Chinese term in each script it may be written in
+            for variant in _script_variants(term):
+                seen.setdefault(_fold(variant), term)
+                forms.add(variant)
+        self._canonical = seen  # folded (any script) → as written
         # Longest first, so "SCO summit" wins over "SCO".
-        ordered = sorted(self.terms, key=len, reverse=True)
+        ordered = sorted(forms, key=len, reverse=True)
         self._pattern = re.compile("|".join(map(_term_pattern, ordered)), re.IGNORECASE) if ordered else None
 
     @classmethod
@@ -122,6 +162,20 @@ class Glossary:
                 return value
         return canonical
 
+    def unprotected(self, targets: list[str]) -> dict[str, list[str]]:
+        """Terms written in Chinese, Japanese or Korean characters → the targets (other than those
+        languages) with no fixed form for them. Translated out of the term's language, such a term
+        comes out as the model makes of it: only a fixed form is written into the model's input."""
+        out: dict[str, list[str]] = {}
+        for term in self.terms:
+            if not _CJK_TEXT.search(term):
+                continue
+            missing = [t for t in targets if base_language(t) not in ("zh", "yue", "ja", "ko")
+                       and _fold(self.fixed(term, t)) == _fold(term)]
+            if missing:
+                out[term] = missing
+        return out
+
     def find(self, text: str) -> list[str]:
         """The glossary terms in ``text``, in order, as the glossary writes them."""
         if self._pattern is None:
@@ -145,7 +199,10 @@ class Glossary:
             terms.append(term)
             if style == "placeholder":
                 return _placeholder(len(terms) - 1)
-            return self.fixed(term, target) if target else term
+            form = self.fixed(term, target) if target else term
+            if _HAN.search(form) and _fold(form) == _fold(m.group(0)):
+                return m.group(0)  # no other form for this target: the term as written, in its script
+            return form
 
         return Protected(self._pattern.sub(swap, text), tuple(terms), style)
 
@@ -160,8 +217,9 @@ class Glossary:
                     return m.group(0)
                 return self.fixed(protected.terms[index], target)
 
-            return re.sub(r"[*#@~]?\b" + PLACEHOLDER_STEM + r"([a-z]+)\b", put_back, translated,
-                          flags=re.IGNORECASE)
+            # whole words, also right against Chinese characters ("届Zqxa在"), where \b sees none
+            return re.sub(f"[*#@~]?(?<!{_SPACED_WORD}){PLACEHOLDER_STEM}([a-z]+)(?!{_SPACED_WORD})", put_back,
+                          translated, flags=re.IGNORECASE)
         # inline: the expected forms, matched case- and accent-blind, spelled exactly.
         out = unicodedata.normalize("NFD", translated)
         for form in sorted({self.fixed(t, target) for t in protected.terms}, key=len, reverse=True):

@@ -39,7 +39,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping, Sequence
 
-from ..langcodes import same_language, same_words
+from ..langcodes import base_language, same_language, same_words
 from .base import TranslationConfigError, TranslationError, Translator
 from .glossary import Glossary
 
@@ -139,6 +139,18 @@ class TranslationStage:
                     f"translate: a backend is set for '{t}', which is not one of the targets "
                     f"({', '.join(self.targets) or 'none'})")
         self._chains = {t: self._chain(t, source) for t in self.targets}
+        if source is None or base_language(source) in ("zh", "yue", "ja", "ko"):
+            self._warn_unprotected()
+
+    def _warn_unprotected(self) -> None:
+        """Say at start which Chinese (Japanese, Korean) glossary terms no target protects: only a
+        fixed form is written into a model's input, so without one the term is the model's guess."""
+        unprotected = self.glossary.unprotected(self.targets)
+        if unprotected:
+            term, targets = next(iter(unprotected.items()))
+            log.warning("glossary: no fixed translation of %s; translated out of its language such a term "
+                        "comes out as the model makes of it: add e.g. [glossary.%s] %s = \"…\"",
+                        "; ".join(f"{t} for {', '.join(ts)}" for t, ts in unprotected.items()), targets[0], term)
 
     # -- configuration --------------------------------------------------------------------
     def _available(self) -> str:
