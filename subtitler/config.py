@@ -58,9 +58,9 @@ class AsrConfig:
     models_dir: str = setting("models", "local model store, searched before packages and the hub")
     device: str = setting("auto", "where Whisper runs", choices=["auto", "cpu", "cuda"])
     compute_type: str = setting("auto", "auto = float16 on CUDA, int8 on CPU", choices=COMPUTE_TYPES)
-    encoder: str = setting("auto", "Whisper's audio encoder on the CPU: torch = PyTorch bfloat16, ~2x faster on "
-                                   "CPUs with AMX/AVX512-BF16; auto = torch there when PyTorch is installed, "
-                                   "else ctranslate2", choices=ENCODERS)
+    encoder: str = setting("auto", "Whisper's audio encoder on the CPU: torch = PyTorch (bfloat16 on CPUs "
+                                   "with AMX/AVX512-BF16, ~2x faster; float32 on AVX2 CPUs without AVX-512); "
+                                   "auto = torch there when PyTorch is installed, else ctranslate2", choices=ENCODERS)
     cpu_threads: int = setting(0, "CPU threads for Whisper; 0 = all cores", lo=0, hi=256)
     language: str = setting("auto", "the spoken language, or 'auto' to detect it per utterance",
                             kind="language")
