@@ -2,9 +2,10 @@
 
 Lives in, and is only touched from, the server's asyncio loop: no locks.
 
-Fan-out: an event is serialised once per distinct language selection and written straight
-into each client's transport while that client keeps up (empty queue, small write buffer);
-only a client that falls behind gets a queue (``Outbox``, pure), where a newer partial of an
+Fan-out: an event is serialised and framed once per distinct language selection, and the
+frame is written straight into each client's transport while that client keeps up (nothing
+queued, small write buffer): one ``transport.write`` a screen, no task or coroutine on the way.
+Only a client that falls behind gets a queue (``Outbox``, pure), where a newer partial of an
 utterance replaces the queued one. A client whose queue overflows, whose socket accepts
 nothing for ``client_timeout_s``, or that leaves a ping unanswered that long (it stopped
 reading) is closed with 1013 and resumes from its last ``seq`` when it returns.
@@ -77,13 +78,16 @@ class Outbox:
 class Client:
     """One connection that receives messages: a screen, a console or a venue operator."""
 
-    __slots__ = ("ws", "role", "langs", "queue", "wake", "busy", "closing", "errors", "n")
+    __slots__ = ("ws", "transport", "role", "langs", "queue", "wake", "busy", "closing", "errors", "n")
 
     def __init__(self, ws: ServerConnection, role: str, queue_limit: int, langs: frozenset[str] | None = None):
         self.ws, self.role, self.langs = ws, role, langs
+        self.transport = ws.transport
         self.queue = Outbox(queue_limit)
         self.wake = asyncio.Event()
-        self.busy = True  # the pump is sending (welcome/history first): no direct writes
+        # The pump has (or is sending) what must go first — welcome and history, or a queue:
+        # no direct writes until it is done. Set whenever something is queued.
+        self.busy = True
         self.closing = False
         self.errors = 0
         self.n = 0  # counter for reply keys
@@ -94,21 +98,23 @@ def writable(ws: ServerConnection) -> bool:
     return ws.protocol.state is State.OPEN and ws.send_in_progress is None and not ws.protocol.extensions
 
 
-def flush(direct: dict[bytes, list[ServerConnection]]) -> None:
-    """Write each message to the clients that keep up, framed once for all of them.
+def write_now(c: Client, data: bytes, frames: dict[bytes, bytes]) -> None:
+    """Write ``data`` into a client's transport, framed once per fan-out (``frames``).
 
     Server frames are unmasked and carry no extension (compression is off), so every client
     gets the same bytes: building them once instead of per connection (as
     ``websockets.broadcast`` does) halves the cost of a fan-out to 1000 screens. The checks
-    are ``broadcast``'s: the connection is open and not mid-way through a fragmented message.
+    are ``broadcast``'s: the connection is open and not mid-way through a fragmented message;
+    one that is closing gets nothing more.
     """
-    for data, conns in direct.items():
-        frame = text_frame(data)
-        for ws in conns:
-            if writable(ws):
-                ws.transport.write(frame)
-            elif ws.protocol.state is State.OPEN:  # pragma: no cover - extensions negotiated
-                broadcast([ws], data, text=True)
+    ws = c.ws
+    if writable(ws):
+        frame = frames.get(data)
+        if frame is None:
+            frame = frames[data] = text_frame(data)
+        c.transport.write(frame)
+    elif ws.protocol.state is State.OPEN:  # pragma: no cover - extensions negotiated
+        broadcast([ws], data, text=True)
 
 
 async def close_ws(ws: ServerConnection, code: int, reason: str) -> None:
@@ -154,22 +160,24 @@ class Fanout:
         return [c for group in self.groups.values() for c in group]
 
     # -- sending ----------------------------------------------------------------------------
-    def offer(self, c: Client, key: tuple, data: bytes, direct: dict | None = None,
+    def offer(self, c: Client, key: tuple, data: bytes, frames: dict | None = None,
               drop: tuple | None = None) -> None:
-        """Write ``data`` to ``c`` now if it keeps up, else queue it (coalescing by ``key``)."""
+        """Write ``data`` to ``c`` now if it keeps up, else queue it (coalescing by ``key``).
+        ``frames``: the fan-out's frames, shared by the clients it reaches."""
         if c.closing:
             return
-        if not c.queue and not c.busy and c.ws.transport.get_write_buffer_size() < WRITE_HIGH:
-            if direct is None:
-                flush({data: [c.ws]})
-            else:
-                direct.setdefault(data, []).append(c.ws)
+        if not c.busy and c.transport.get_write_buffer_size() < WRITE_HIGH:
+            write_now(c, data, {} if frames is None else frames)
             return
+        self._queue(c, key, data, drop)
+
+    def _queue(self, c: Client, key: tuple, data: bytes, drop: tuple | None) -> None:
         try:
             self.metrics.superseded += c.queue.put(key, data, drop)
         except Overflow as e:
             self._drop_slow(c, str(e))
             return
+        c.busy = True  # the pump sends it, and everything after it, in order
         c.wake.set()
 
     def reply(self, c: Client, payload: dict) -> None:
@@ -186,11 +194,10 @@ class Fanout:
     def broadcast(self, payload: dict, roles: Iterable[str], key: tuple = ("status",)) -> None:
         """One message (a status: a newer one replaces a queued one) to every client of ``roles``."""
         data = dumps(payload)
-        direct: dict[bytes, list] = {}
+        frames: dict[bytes, bytes] = {}
         for role in roles:
             for c in tuple(self.groups[role]):
-                self.offer(c, key, data, direct)
-        flush(direct)
+                self.offer(c, key, data, frames)
 
     # -- closing ----------------------------------------------------------------------------
     def _drop_slow(self, c: Client, reason: str) -> None:
@@ -241,7 +248,7 @@ class Fanout:
             while True:
                 while c.queue:
                     await self._send(c, c.queue.pop())
-                c.busy = False
+                c.busy = False  # nothing queued: fan-outs write directly again
                 c.wake.clear()
                 await c.wake.wait()
                 c.busy = True
@@ -299,14 +306,26 @@ class Channel(Fanout):
         self._fanout(ev, ("e", ev.seq))
 
     def _fanout(self, ev: Event, key: tuple, drop: tuple | None = None) -> int:
-        """Send ``ev`` to the screens that see it; how many do."""
-        direct: dict[bytes, list[ServerConnection]] = {}
+        """Send ``ev`` to the screens that see it; how many do.
+
+        The hot path of a room with thousands of screens (an edge's 2500): per screen a flag,
+        the transport's buffer size and one write; everything else is done once per event or
+        once per language selection."""
+        frames: dict[bytes, bytes] = {}
+        wires: dict = {}  # language selection → the event as it sees it (None: it does not)
         n = 0
         for c in tuple(self.viewers):  # a slow one may be dropped (removed) on the way
-            if ev.visible_to(c.langs):
-                n += 1
-                self.offer(c, key, ev.wire(c.langs), direct, drop)
-        flush(direct)
+            langs = c.langs
+            data = wires.get(langs, False)
+            if data is False:
+                data = wires[langs] = ev.wire(langs) if ev.visible_to(langs) else None
+            if data is None:
+                continue
+            n += 1
+            if not c.busy and c.transport.get_write_buffer_size() < WRITE_HIGH:
+                write_now(c, data, frames)
+            else:
+                self._queue(c, key, data, drop)
         if self.listener is not None:
             self.listener(ev)
         return n
