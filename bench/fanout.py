@@ -119,7 +119,9 @@ def viewer_process(port: int, count: int, pipe) -> None:
                 break
             s, buf = socks[fd]
             try:
-                chunk = s.recv(1 << 18)
+                # 64 KiB, not more: recv(n) allocates n bytes first, and above malloc's mmap
+                # threshold (128 KiB) every read was an mmap + munmap (bench/edge.py's profile)
+                chunk = s.recv(1 << 16)
             except BlockingIOError:
                 continue
             now = time.monotonic()
