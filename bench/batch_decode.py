@@ -97,11 +97,11 @@ def bench_model(name: str, args) -> None:
             reqs = requests(kind, speech[:n], asr.multilingual)
 
             def one_by_one():
-                asr._encoded.clear()
+                asr.encoding.cache.clear()
                 return [asr.decode_batch([r])[0] for r in reqs]
 
             def batch():
-                asr._encoded.clear()
+                asr.encoding.cache.clear()
                 return asr.decode_batch(reqs)
 
             singles, together = one_by_one(), batch()
@@ -109,8 +109,8 @@ def bench_model(name: str, args) -> None:
                 raise SystemExit(f"{name} {kind} N={n}: the batch's texts differ from the single decodes'")
             f = features(n)
             t = fastest({"seq": one_by_one, "batch": batch,
-                         "enc_seq": lambda: [asr._encode_call(f[i:i + 1]) for i in range(n)],
-                         "enc_batch": lambda: asr._encode_call(f)}, args.repeats)
+                         "enc_seq": lambda: [asr.encoding.call(f[i:i + 1]) for i in range(n)],
+                         "enc_batch": lambda: asr.encoding.call(f)}, args.repeats)
             print(f"{kind:8} {n:>2} {t['seq']:>13.3f} {t['batch']:>8.3f} {t['batch'] / t['seq']:>6.2f} "
                   f"{t['enc_batch'] / t['enc_seq']:>23.2f}", flush=True)
 

@@ -62,8 +62,8 @@ def main() -> int:
             cuts = list(range(8000, x.size, 8000)) + [x.size]
             for cut in cuts:
                 for mode in ("full", "quick"):
-                    asr.quick_window = mode == "quick"
-                    asr._encoded.clear()
+                    asr.encoding.quick_window = mode == "quick"
+                    asr.encoding.cache.clear()
                     t = time.perf_counter()
                     d = asr.decode(x[:cut], language=lang, beam_size=1, fallback=False)
                     s = stats[mode]

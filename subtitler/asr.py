@@ -2,9 +2,9 @@
 
 One decode = one encoder pass: the encoder output serves language detection, the
 decode and any temperature fallback, since on a CPU the encoder over Whisper's
-fixed 30 s window is the cost that matters. The last few encoder outputs are kept,
-keyed by a digest of the audio, so a second decode of the same audio (Whisper's
-speech → English translation of a final just transcribed) skips the encoder.
+fixed 30 s window is the cost that matters. The encoder side (which encoder, which
+window, the last outputs kept so a second decode of the same audio skips the pass) is
+``encoding.AudioEncoder``; this module turns its outputs into text.
 ``decode_batch`` decodes several rooms' utterances in one encoder call and as few text
 generations as CTranslate2 allows, each with the result ``decode`` would give it alone.
 The guards (silence, low confidence, known hallucinations, repetition loops) are pure
@@ -13,15 +13,12 @@ functions tested on their own.
 
 from __future__ import annotations
 
-import hashlib
-import logging
 import math
 import re
 import sys
 import threading
 import time
 import zlib
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from .captions import SAMPLE_RATE
-from .encoder import EncoderError, EncoderStopped, TorchEncoder, choose_encoder, cpu_flags, encoder_dtype
+from .encoder import EncoderStopped, cpu_flags
+from .encoding import AudioEncoder
 
 
 def _prefer_avx512() -> None:
@@ -46,18 +44,12 @@ def _prefer_avx512() -> None:
 
 _prefer_avx512()
 
-MAX_AUDIO_S = 30.0  # Whisper's window; the segmenter keeps utterances shorter
-# Encoder outputs kept for a second decode of the same audio (3 MB each for base, 7.7 MB for
-# large-v3 in float32): the final, and partials of the next utterance decoded meanwhile.
-ENCODER_CACHE = 4
 # decode_batch beats one-by-one decodes on the CPU too: bench/batch_decode.py on a 2-core Xeon
 # (AMX), 2–4 requests of 2.5–6 s, base and tiny.en, finals and partials: 0.64–0.84 of the time
 # with the torch encoder, 0.75–0.98 with CTranslate2's. The text generations batch well; the
 # encoder windows (one at a time on the CPU) cost what they cost.
 CPU_BATCHING = True
 CPU_BATCH = 4  # the largest batch measured there
-# A quick window holds the audio and this much silence after it (Whisper wants to hear the end).
-QUICK_PAD_S = 1.0
 # On CUDA a batch as large as the issue's venue (16 rooms with base); not yet measured on a GPU.
 CUDA_BATCH = 16
 
@@ -382,37 +374,20 @@ class WhisperASR:
         except Exception as e:
             raise RuntimeError(f"cannot load the Whisper model from {model_path} on {self.device} "
                                f"({self.compute_type}): {e}") from None
-        self.encoder = choose_encoder(encoder, self.device)
-        self._stop = None  # asked between the torch encoder's layers (see decode_batch)
-        self._torch_encoder: TorchEncoder | None = None
-        if self.encoder == "torch":
-            try:
-                torch_encoder = TorchEncoder(model_path, threads, dtype=encoder_dtype())
-                # faster-whisper's own transcribe() and detect_language() use it too
-                torch_encoder.install(self.model)
-                self._torch_encoder = torch_encoder
-                # one pass now: it proves the encoder runs, and the first caption does not pay
-                # for PyTorch's kernel setup (~0.4 s)
-                self._encode_call(np.zeros((1, torch_encoder.n_mels, self.model.feature_extractor.nb_max_frames),
-                                      np.float32))
-            except Exception as e:  # a broken PyTorch install can fail in many ways
-                if encoder == "torch":
-                    raise EncoderError(f"asr.encoder = 'torch' cannot run: {e}") from None
-                # auto: CTranslate2's own encoder works wherever the model loaded
-                logging.getLogger("subtitler.asr").warning("torch encoder unavailable (%s); using "
-                                                           "CTranslate2's", e)
-                self.model.__dict__.pop("encode", None)
-                self._torch_encoder = None
-                self.encoder = "ctranslate2"
+        self.encoding = AudioEncoder(self.model, model_path, self.device, threads, encoder, quick_window)
         self.multilingual = self.model.model.is_multilingual
         self.thresholds = thresholds
         self._tokenizers: dict = {}
         self._lock = threading.Lock()
-        self._encoded: OrderedDict[bytes, np.ndarray] = OrderedDict()  # audio digest → encoder output
-        self.encoder_passes = 0  # audio windows encoded
-        self.encoder_stops = 0  # encoder passes given up midway (their decode abandoned)
-        # decodes without fallback (partials) encode only their audio: with the torch encoder
-        self.quick_window = quick_window
+
+    @property
+    def encoder(self) -> str:
+        """The encoder that runs: "torch" or "ctranslate2"."""
+        return self.encoding.kind
+
+    @property
+    def encoder_passes(self) -> int:
+        return self.encoding.passes
 
     @property
     def languages(self) -> list[str]:
@@ -481,14 +456,14 @@ class WhisperASR:
             try:
                 # A lone request's torch encoder pass stops between layers once it is abandoned
                 # (a partial giving way to a final): the final waits one layer, not a pass.
-                self._stop = requests[0].abandon if len(requests) == 1 else None
-                self._encode_all(works)
+                self.encoding.stop = requests[0].abandon if len(requests) == 1 else None
+                self.encoding.encode_all(works)
             except EncoderStopped:
-                self.encoder_stops += 1
+                self.encoding.stops += 1
                 return [Decoding(text="", language=requests[0].language or "", rejected="abandoned",
                                  elapsed=time.perf_counter() - start)]
             finally:
-                self._stop = None
+                self.encoding.stop = None
             start = _share(works, start)
             live = []
             for w in works:
@@ -594,76 +569,8 @@ class WhisperASR:
             w.settled = self._consider(w, self._generate([w], temperature)[0], temperature)
 
     def _work(self, request: DecodeRequest) -> _Work:
-        audio = request.audio
-        if audio.dtype == np.int16:
-            audio = audio.astype(np.float32) / 32768.0
-        audio = np.ascontiguousarray(audio[: int(MAX_AUDIO_S * SAMPLE_RATE)], np.float32)
-        frames = self.model.feature_extractor.nb_max_frames
-        if self.quick_window and not request.fallback and self._torch_encoder is not None:
-            # A quick decode (a partial) encodes the audio and a little silence, not Whisper's
-            # whole 30 s window: the encoder's cost falls with its input (bench/quick_window.py).
-            frames = min(frames, 2 * -(-int((audio.size / SAMPLE_RATE + QUICK_PAD_S) * 100) // 2))
-        key = hashlib.blake2b(audio.tobytes(), digest_size=16).digest() + frames.to_bytes(2, "little")
+        audio, key, frames = self.encoding.window(request.audio, quick=not request.fallback)
         return _Work(request, audio, key, frames=frames)
-
-    def _encode_all(self, works: list[_Work]) -> None:
-        """Every audio's encoder output: from the cache, or encoded with the batch's other new
-        ones (an audio twice in the batch is encoded once)."""
-        new: dict[bytes, list[_Work]] = {}
-        for w in works:
-            cached = self._encoded.get(w.key)
-            if cached is not None:
-                self._encoded.move_to_end(w.key)
-                w.encoded, w.reused = cached, True
-            elif w.key in new:
-                new[w.key].append(w)
-                w.reused = True
-            else:
-                new[w.key] = [w]
-        if not new:
-            return
-        features = []
-        for same in new.values():
-            f = self.model.feature_extractor(same[0].audio)
-            frames = same[0].frames
-            features.append(np.pad(f, ((0, 0), (0, max(0, frames - f.shape[-1]))))[:, :frames].astype(
-                np.float32, copy=False))
-        encoded = self._encode(features)
-        self.encoder_passes += len(new)
-        for out, (key, same) in zip(encoded, new.items()):
-            for w in same:
-                w.encoded = out
-            self._encoded[key] = out
-            while len(self._encoded) > ENCODER_CACHE:
-                self._encoded.popitem(last=False)
-
-    def _encode(self, features: list[np.ndarray]) -> list[np.ndarray]:
-        """Log-mel features, each [n_mels, frames] → one encoder output [frames/2, width] each, on
-        the host: detection, generation and the cache take them from there; on CUDA that costs a copy
-        to and from the GPU (~1.5 MB each for base), little beside a decode, and it lets any
-        subset of a batch be stacked again.
-
-        On CUDA the whole batch is one call. On the CPU the windows go one at a time: a batch
-        is no faster there (bench/batch_decode.py: CTranslate2's int8 encoder 5–18 % slower for
-        3–4 windows), and oneDNN's bfloat16 kernels round
-        differently for another batch size (up to 0.9 apart in base's output), enough to change
-        a borderline decode; one window at a time, a batch decodes to the same bits as alone."""
-        if self.device == "cpu":
-            return [self._encode_call(f[None])[0] for f in features]
-        out = self._encode_call(np.stack(features))
-        # copies: a cached output must not keep the whole batch's buffer alive
-        return [out[0]] if len(out) == 1 else [o.copy() for o in out]
-
-    def _encode_call(self, features: np.ndarray) -> np.ndarray:
-        """One encoder call over [batch, n_mels, frames]."""
-        import ctranslate2
-
-        if self._torch_encoder is not None:
-            return self._torch_encoder(features, stop=self._stop)
-        out = self.model.model.encode(ctranslate2.StorageView.from_array(features), to_cpu=True)
-        if out.dtype == ctranslate2.DataType.bfloat16:  # no NumPy type for it
-            out = out.to(ctranslate2.DataType.float32)
-        return np.asarray(out)
 
     @staticmethod
     def _stack(works: list[_Work]):

@@ -366,7 +366,7 @@ def _load_host(config: Config, rooms: list[Config]):
           (f" and translation into {', '.join(targets)}" if targets else "") + "…", file=sys.stderr, flush=True)
     host = Host.load(config, rooms=rooms)
     asr = host.asr
-    encoder = "PyTorch bfloat16 encoder" if asr.encoder == "torch" else "CTranslate2 encoder"
+    encoder = f"PyTorch {asr.encoding.dtype} encoder" if asr.encoder == "torch" else "CTranslate2 encoder"
     print(f"Model ready: {asr.model_path} on {asr.device} ({asr.compute_type}, {encoder}).", file=sys.stderr,
           flush=True)
     return host

@@ -43,7 +43,7 @@ def speech(name: str, lang: str = "en") -> tuple[str, np.ndarray]:
 
 
 def alone(asr: WhisperASR, r: DecodeRequest):
-    asr._encoded.clear()
+    asr.encoding.cache.clear()
     return asr.decode(r.audio, language=r.language, prior=r.prior, task=r.task, beam_size=r.beam_size,
                       prefix=r.prefix, prompt=r.prompt, fallback=r.fallback, abandon=r.abandon,
                       known_speech=r.known_speech)
@@ -63,7 +63,7 @@ class Calls:
     def __init__(self, asr: WhisperASR, monkeypatch):
         self.encoder: list[int] = []  # windows per encoder call
         self.generate: list[tuple[float, list[int]]] = []  # (temperature, ids of the requests)
-        encode, generate = asr._encode, asr._generate
+        encode, generate = asr.encoding.encode, asr._generate
 
         def spy_encode(features):
             self.encoder.append(len(features))
@@ -73,7 +73,7 @@ class Calls:
             self.generate.append((temperature, [id(w.request) for w in works]))
             return generate(works, temperature)
 
-        monkeypatch.setattr(asr, "_encode", spy_encode)
+        monkeypatch.setattr(asr.encoding, "encode", spy_encode)
         monkeypatch.setattr(asr, "_generate", spy_generate)
 
     def sizes(self, temperature: float = 0.0) -> list[int]:
@@ -97,7 +97,7 @@ def test_three_rooms_in_one_batch_get_what_each_would_alone(asr, monkeypatch):
                               prefix=" ".join(short_text.split()[:2]))]
     singles = [alone(asr, r) for r in requests]
 
-    asr._encoded.clear()
+    asr.encoding.cache.clear()
     calls = Calls(asr, monkeypatch)
     passes = asr.encoder_passes
     t0 = time.perf_counter()
@@ -129,7 +129,7 @@ def test_silence_and_noise_are_rejected_in_a_batch_as_alone(asr):
                 DecodeRequest(quiet, language="en"),
                 DecodeRequest(speech("conf-extended")[1], language="en")]
     singles = [alone(asr, r) for r in requests]
-    asr._encoded.clear()
+    asr.encoding.cache.clear()
     batch = asr.decode_batch(requests)
     for one, together in zip(singles, batch):
         assert same(one, together), (one, together)
@@ -141,7 +141,7 @@ def test_a_batch_of_one_is_decode(asr):
     _, audio = speech("agent-user")
     request = DecodeRequest(audio, prior="en", prompt="Welcome to the call centre.", prefix="Agent")
     one = alone(asr, request)
-    asr._encoded.clear()
+    asr.encoding.cache.clear()
     (batched,) = asr.decode_batch([request])
     assert same(one, batched) and batched.ok and batched.text.startswith("Agent")
     assert not batched.encoder_reused
@@ -163,7 +163,7 @@ def test_abandon_is_asked_per_request_once_the_encoder_ran(asr, monkeypatch):
                 DecodeRequest(speech("conf-extended")[1], language="en")]
     singles = [alone(asr, r) for r in requests]
     asked.update(kept=0, dropped=0)
-    asr._encoded.clear()
+    asr.encoding.cache.clear()
     calls = Calls(asr, monkeypatch)
     batch = asr.decode_batch(requests)
 
@@ -188,7 +188,7 @@ def test_prompts_of_different_lengths_are_generated_apart(asr, monkeypatch):
     contexts = ["The agent is ready.", "The agent is ready.", "", "Good morning, everyone, and welcome."]
     requests = [DecodeRequest(a, language="en", prompt=c) for a, c in zip(audios, contexts)]
     singles = [alone(asr, r) for r in requests]
-    asr._encoded.clear()
+    asr.encoding.cache.clear()
     calls = Calls(asr, monkeypatch)
     batch = asr.decode_batch(requests)
     for one, together in zip(singles, batch):
@@ -215,7 +215,7 @@ def test_a_request_cut_by_its_own_length_limit_is_decoded_as_alone(asr, monkeypa
     cut = singles[1].text
     # alone, its limit stops it inside the prefix
     assert cut[:40] == prefix[:40] and len(cut) < len(prefix) - 40, cut
-    asr._encoded.clear()
+    asr.encoding.cache.clear()
     calls = Calls(asr, monkeypatch)
     batch = asr.decode_batch(requests)
     for one, together in zip(singles, batch):
@@ -233,7 +233,7 @@ def test_fallbacks_run_one_request_at_a_time(asr_base, monkeypatch):
                 DecodeRequest(speech("conf-extended")[1], language="en")]
     real = [requests[0], requests[-1]]
     singles = [alone(asr_base, r) for r in real]
-    asr_base._encoded.clear()
+    asr_base.encoding.cache.clear()
     calls = Calls(asr_base, monkeypatch)
     batch = asr_base.decode_batch(requests)
     retried = [ids for t, ids in calls.generate if t > 0]
@@ -248,7 +248,7 @@ def test_the_same_audio_twice_is_encoded_once(asr_base):
     requests = [DecodeRequest(audio, language="es"),
                 DecodeRequest(audio, language="es", task="translate", known_speech=True)]
     singles = [alone(asr_base, r) for r in requests]
-    asr_base._encoded.clear()
+    asr_base.encoding.cache.clear()
     passes = asr_base.encoder_passes
     heard, english = asr_base.decode_batch(requests)
     assert asr_base.encoder_passes == passes + 1
@@ -281,7 +281,7 @@ def test_an_abandoned_partial_gives_up_its_encoder_pass_between_layers(repo_root
 
     d = asr.decode(audio, language="en", beam_size=1, abandon=abandon)
     assert d.rejected == "abandoned" and d.text == ""
-    assert asr.encoder_stops == 1 and len(asked) == 3  # asked before layers 0, 1 and 2: stopped there
+    assert asr.encoding.stops == 1 and len(asked) == 3  # asked before layers 0, 1 and 2: stopped there
     # nothing half-encoded was kept: the same audio decodes whole afterwards
     again = asr.decode(audio, language="en", beam_size=1)
     assert not again.encoder_reused and again.ok

@@ -25,13 +25,13 @@ def prompt_audio(name: str, lang: str) -> tuple[str, np.ndarray]:
 
 def final(asr, audio, **kw):
     """A final's decode as the streaming policy asks for it: beam 5 with the fallback."""
-    asr._encoded.clear()
+    asr.encoding.cache.clear()
     return asr.decode(audio, beam_size=5, fallback=True, **kw)
 
 
 def partial(asr, audio, **kw):
     """A partial's decode: greedy, no fallback."""
-    asr._encoded.clear()
+    asr.encoding.cache.clear()
     return asr.decode(audio, beam_size=1, fallback=False, **kw)
 
 

@@ -188,9 +188,9 @@ def test_transcribe_writes_all_formats_that_parse_back(short_stream, base_model_
     wav = Path(short_stream["wav"])
     r = subtitler("transcribe", str(wav), "--out", "subs", "--model", str(base_model_path), cwd=cwd)
     assert r.returncode == 0, r.stderr
-    from subtitler.encoder import choose_encoder
+    from subtitler.encoder import choose_encoder, encoder_dtype
 
-    expected = {"torch": "PyTorch bfloat16 encoder", "ctranslate2": "CTranslate2 encoder"}
+    expected = {"torch": f"PyTorch {encoder_dtype()} encoder", "ctranslate2": "CTranslate2 encoder"}
     assert f"(int8, {expected[choose_encoder('auto', 'cpu')]})." in r.stderr  # says which encoder runs
     out = cwd / "subs"
     assert sorted(p.name for p in out.iterdir()) == sorted(f"{wav.stem}.{f}" for f in FORMATS)

@@ -90,7 +90,7 @@ def test_translating_the_final_just_transcribed_skips_the_encoder(asr_base, span
     assert not heard.encoder_reused and english.encoder_reused
     assert asr_base.encoder_passes == passes + 1
     assert heard.ok and english.ok and english.text != heard.text
-    asr_base._encoded.clear()
+    asr_base.encoding.cache.clear()
     again = asr_base.decode(audio, language="es", task="translate", known_speech=True)
     assert not again.encoder_reused and again.text == english.text
     other = asr_base.decode(audio[: audio.size // 2], language="es")
