@@ -67,10 +67,16 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+# Room for every viewer on one edge, and within this process's open-file limit (typically 20000)
+# with the server's reserve: beyond it the server cuts its listen backlog to 64, and 2500
+# screens moving to the other edge at once then wait for SYN retries (1 s, 3 s, 7 s …).
+MAX_VIEWERS = 10000
+
+
 def start_edge(redis_url: str) -> tuple[subprocess.Popen, int]:
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "subtitler", "edge", "--redis", redis_url, "--host", HOST,
-                             "--port", str(port), "--set", "server.max_viewers=20000"], cwd=ROOT,
+                             "--port", str(port), "--set", f"server.max_viewers={MAX_VIEWERS}"], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
     while True:
@@ -217,7 +223,7 @@ def main() -> int:
     server = None
     try:
         time.sleep(0.5)
-        server = Server(ServerConfig(host=HOST, port=0, redis=url, max_viewers=20000)).start()
+        server = Server(ServerConfig(host=HOST, port=0, redis=url, max_viewers=MAX_VIEWERS)).start()
         server.add_room("hall")
         out = {"machine": f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start", "runs": []}
         out["runs"].append(run(server, redis, url, args.viewers, args.captions, args.rate, args.procs, False, 1))
