@@ -204,6 +204,7 @@ def main() -> int:
     # viewers 2 processes took 76 % of a core where 4 took 92 %).
     ap.add_argument("--procs", type=int, default=os.cpu_count() or 2, help="viewer processes")
     ap.add_argument("--no-kill", action="store_true", help="skip the run with an edge killed")
+    ap.add_argument("--kill-only", action="store_true", help="only the run with an edge killed")
     args = ap.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -226,8 +227,9 @@ def main() -> int:
         server = Server(ServerConfig(host=HOST, port=0, redis=url, max_viewers=MAX_VIEWERS)).start()
         server.add_room("hall")
         out = {"machine": f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start", "runs": []}
-        out["runs"].append(run(server, redis, url, args.viewers, args.captions, args.rate, args.procs, False, 1))
-        print(json.dumps(out["runs"][-1]), file=sys.stderr, flush=True)
+        if not args.kill_only:
+            out["runs"].append(run(server, redis, url, args.viewers, args.captions, args.rate, args.procs, False, 1))
+            print(json.dumps(out["runs"][-1]), file=sys.stderr, flush=True)
         if not args.no_kill:
             out["runs"].append(run(server, redis, url, args.viewers, args.captions, args.rate, args.procs, True, 10000))
         print(json.dumps(out, indent=1))
