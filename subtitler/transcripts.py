@@ -10,6 +10,9 @@ Files are fsynced about once a second (``FSYNC_INTERVAL_S``) and at close, so a 
 loses at most the last second; a process crash loses only captions still in the writer's
 queue (written within milliseconds when the disk keeps up).
 
+What the files are and what each caption or mark writes to them (cues, timing lines, marks,
+file names) is ``transcript_layout.TranscriptLayout``'s, a pure object; this module does the disk.
+
 Subtitles follow the cue rules of their language (``cues.py``), the reading-time hold
 included: a caption spoken faster than it can be read stays on screen into the silence after
 it, never over the next caption. Its cues are written at once with their spoken timing (a
@@ -44,7 +47,6 @@ from __future__ import annotations
 import errno
 import json
 import logging
-import math
 import os
 import re
 import tempfile
@@ -57,91 +59,27 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from .captions import Caption
-from .cues import Cue, placed, split_cues  # noqa: F401  (Cue: part of this module's interface)
-from .cues import clean as _clean
+from .cues import Cue, split_cues
+from .transcript_layout import (
+    FORMATS, MARK_KINDS, SKIPPED_REASON, FileWrite, Gap, Skipped, TranscriptFile, TranscriptLayout,
+    mark_line, mark_note, mark_of, mark_record, mark_time,
+)
+
+# What the files hold (cues, marks, names) lives in transcript_layout; callers keep importing it here.
+__all__ = [
+    "CLOSE_WAIT_S", "FORMATS", "FSYNC_INTERVAL_S", "MARK_KINDS", "QUEUE_LIMIT", "RETRY_S", "SKIPPED_REASON",
+    "Cue", "Gap", "OutputFolderError", "Skipped", "TranscriptWriter", "WriterHealth", "check_output_folder",
+    "load_jsonl", "mark_line", "mark_note", "mark_of", "mark_record", "mark_time", "session_folder",
+    "split_cues", "whole_length",
+]
 
 log = logging.getLogger("subtitler")
 
-FORMATS = ("srt", "vtt", "txt", "jsonl")
 FSYNC_INTERVAL_S = 1.0  # a write reaches the disk itself (power-cut safe) within this
 QUEUE_LIMIT = 10_000  # captions waiting for a failing disk (hours of speech) before more are lost
 RETRY_S = (0.25, 5.0)  # back-off between attempts while writing fails: first, longest
 CLOSE_WAIT_S = 10.0  # how long close() keeps retrying a failing disk for what is queued
-_TEXT_FORMATS = ("srt", "vtt", "txt")  # the ones that also get a file per translation
-MARK_KINDS = ("gap", "skipped")  # JSONL lines that mark speech missing from the transcript
-SKIPPED_REASON = "decoding fell behind the live audio"
 _UNSAFE = re.compile(r"[^0-9A-Za-z_-]+")  # anything else stays out of file names
-
-
-def _stamp(ms: int, sep: str) -> str:
-    s, ms = divmod(ms, 1000)
-    m, s = divmod(s, 60)
-    h, m = divmod(m, 60)
-    return f"{h:02d}:{m:02d}:{s:02d}{sep}{ms:03d}"
-
-
-def _timing(start_ms: int, end_ms: int, sep: str) -> bytes:
-    """A cue's timing line (SRT: ``sep`` ",", VTT: "."), without its newline."""
-    return f"{_stamp(start_ms, sep)} --> {_stamp(end_ms, sep)}".encode()
-
-
-def _hms(seconds: float) -> str:
-    """A TXT line's time: whole seconds, truncated."""
-    return _stamp(max(0, int(seconds)) * 1000, ",").split(",")[0]
-
-
-def mark_record(mark: "Gap | Skipped") -> dict:
-    """A mark's JSONL line."""
-    if isinstance(mark, Gap):
-        return {"kind": "gap", "at": round(mark.at, 3), "seconds": round(mark.seconds, 3), "reason": mark.reason}
-    return {"kind": "skipped", "start": round(mark.start, 3), "end": round(mark.end, 3),
-            "seconds": round(mark.seconds, 3), "reason": mark.reason}
-
-
-def mark_of(row: dict) -> "Gap | Skipped | None":
-    """The mark a JSONL line holds (None: a caption, or not a well-formed mark)."""
-    def number(key: str) -> float | None:
-        value = row.get(key)
-        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-    reason = row.get("reason") if isinstance(row.get("reason"), str) else ""
-    if row.get("kind") == "gap" and number("at") is not None and number("seconds") is not None:
-        return Gap(number("at"), number("seconds"), reason)
-    if row.get("kind") == "skipped" and None not in (number("start"), number("end"), number("seconds")):
-        return Skipped(number("start"), number("end"), number("seconds"), reason)
-    return None
-
-
-def mark_time(mark: "Gap | Skipped") -> float:
-    """Where a mark lies in the session's audio."""
-    return mark.at if isinstance(mark, Gap) else mark.start
-
-
-def mark_line(mark: "Gap | Skipped") -> str:
-    """A mark's TXT line: '[00:05:12] [not transcribed: 00:05:12–00:05:20, 8.0 s of speech skipped: …]'."""
-    reason = _clean(mark.reason).replace("]", ")")
-    if isinstance(mark, Gap):
-        what = f"audio lost: {mark.seconds:.1f} s" + (f", {reason}" if reason else "")
-    else:
-        what = (f"not transcribed: {_hms(mark.start)}–{_hms(mark.end)}, {mark.seconds:.1f} s of speech skipped"
-                + (f" ({reason})" if reason else ""))
-    return f"[{_hms(mark_time(mark))}] [{what}]\n"
-
-
-def mark_note(mark: "Gap | Skipped") -> str:
-    """A mark's VTT NOTE block: a comment, kept in the file, never shown."""
-    reason = _clean(mark.reason)
-    if isinstance(mark, Gap):
-        text = f"audio lost: {mark.seconds:.1f} s at {_stamp(round(mark.at * 1000), '.')}"
-    else:
-        text = (f"not transcribed: {mark.seconds:.1f} s of speech from {_stamp(round(mark.start * 1000), '.')} "
-                f"to {_stamp(round(mark.end * 1000), '.')}, skipped")
-    return f"NOTE {text}" + (f" ({reason})" if reason else "") + "\n\n"
-
-
-def _vtt_escape(line: str) -> str:
-    # VTT cue text is markup: a bare "<" or "&" would be read as a tag or an entity.
-    return line.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def _os_write(fd: int, data) -> int:
@@ -168,8 +106,8 @@ def whole_length(fd: int, size: int, end: bytes) -> int:
 
 
 class _File:
-    """One transcript file: opened at its first record; ``good`` is the length of its whole
-    records (what a failed write is cut back to)."""
+    """One transcript file as the writer holds it: opened at its first record; ``good`` is the
+    length of its whole records (what a failed write is cut back to)."""
 
     __slots__ = ("path", "fmt", "fd", "patch_fd", "good", "broken", "dirty")
 
@@ -180,65 +118,6 @@ class _File:
         self.good = 0
         self.broken = False  # a write failed and its partial bytes could not be cut off yet
         self.dirty = False  # written since the last fsync
-
-
-@dataclass
-class _Held:
-    """A track's latest caption, written with its spoken timing, whose cues get their reading-time
-    hold once the next caption's start (or the end of the session) is known."""
-
-    text: str
-    start: float
-    end: float
-    lang: str  # its cue rules' language
-    after_ms: int  # where the track's previous cue ended (no cue of it starts before)
-    stamps: list[tuple[int, int]]  # its cues' (start, end) as written, ms
-    timing_at: dict[str, list[int]]  # format → where each cue's timing line begins in its record
-    record_at: dict[str, int]  # format → where its record begins in the file, once appended
-
-
-class _Track:
-    """One language's SRT/VTT/TXT files, with the cue number and end time so far."""
-
-    def __init__(self, files: dict[str, _File], lang: str | None = None) -> None:
-        self.files = files
-        self.lang = lang  # the cue rules' language: None for the spoken text (each caption's own)
-        self.number = 0  # SRT cues are numbered across the whole session
-        self.last_ms = 0  # no cue may start before the previous one ended
-        self.held: _Held | None = None
-
-
-@dataclass
-class _Op:
-    """One write of a caption's (or mark's) bytes to one file: appended as a whole record, or, with
-    ``at``, written over the same number of bytes there (a held cue's new timing line)."""
-
-    file: _File
-    data: bytes
-    at: int | None = None
-    held: _Held | None = None  # the held caption whose record this appends (it learns where it went)
-
-
-@dataclass(frozen=True)
-class Gap:
-    """Audio the session never heard (a sender lost it): ``at`` seconds of the session's audio,
-    ``seconds`` long. The JSONL marks it: ``{"kind": "gap", "at": …, "seconds": …, "reason": …}``."""
-
-    at: float
-    seconds: float
-    reason: str
-
-
-@dataclass(frozen=True)
-class Skipped:
-    """Speech the session heard but let go undecoded to keep up with live audio (``asr.max_lag_s``):
-    ``start``–``end`` seconds of the session's audio, ``seconds`` of speech in it. The JSONL
-    marks it: ``{"kind": "skipped", "start": …, "end": …, "seconds": …, "reason": …}``."""
-
-    start: float
-    end: float
-    seconds: float
-    reason: str = SKIPPED_REASON
 
 
 @dataclass(frozen=True)
@@ -263,7 +142,9 @@ class TranscriptWriter:
 
     ``on_caption`` only queues the caption (bounded by ``queue_limit``; beyond it a caption is
     counted as lost), so a slow or full disk never holds up capture, decoding or screens. The
-    writer thread formats and appends each caption with one ``os.write`` per file; a write that
+    writer thread asks its ``TranscriptLayout`` what each caption writes where (the layout is
+    the files' content and naming; this class is only the disk) and appends each record with one
+    ``os.write``; a write that
     fails (disk full, I/O error) is cut back off the file (``ftruncate`` to the last whole
     record) and retried with back-off until it succeeds, so a record is never appended onto a
     broken one; while it fails, ``health()`` says so and ``on_health`` is called at each change.
@@ -295,20 +176,15 @@ class TranscriptWriter:
         on_health: Callable[[WriterHealth], None] | None = None,
         on_open: Callable[[dict[str, Path]], None] | None = None,
     ) -> None:
-        self.formats = tuple(dict.fromkeys(formats))  # keeps order, drops repeats
-        unknown = [f for f in self.formats if f not in FORMATS]
-        if unknown:
-            raise ValueError(f"unknown transcript format(s) {unknown}; allowed: {', '.join(FORMATS)}")
+        self._layout = TranscriptLayout(None if callable(folder) else Path(folder), formats, max_chars,
+                                        max_lines, basename, languages)  # raises on an unknown format
+        self.formats = self._layout.formats  # keeps order, drops repeats
         self.max_chars, self.max_lines = max_chars, max_lines
         self.basename, self.fsync, self.fsync_interval = basename, fsync, fsync_interval
         self.queue_limit = queue_limit
         self.on_health, self.on_open = on_health, on_open
         self._make_folder = folder if callable(folder) else None
-        self.folder: Path | None = None if callable(folder) else Path(folder)
-        self._languages = list(dict.fromkeys(languages))
-        self._main: _Track | None = None
-        self._langs: dict[str, _Track] = {}  # made on a language's first translation
-        self._jsonl: _File | None = None
+        self._file_of: dict[TranscriptFile, _File] = {}  # each of the layout's files as the writer holds it
         self._cond = threading.Condition()
         self._queue: deque[Caption | Gap | Skipped] = deque()
         self._closing = False
@@ -316,7 +192,7 @@ class TranscriptWriter:
         self._closed = False
         self._written = self._failures = self._lost = 0
         self._error: str | None = None
-        self._head: list[_Op] | None = None  # the head caption's writes not yet done
+        self._head: list[FileWrite] | None = None  # the head caption's writes not yet done
         self._sync_due: float | None = None
         self._announced = False
         if self.folder is not None:  # made now: a folder that cannot be written is an error here
@@ -324,25 +200,25 @@ class TranscriptWriter:
         self._thread = threading.Thread(target=self._run, name="subtitler-transcripts", daemon=True)
         self._thread.start()
 
-    # -- paths --------------------------------------------------------------------------------
+    # -- paths (the layout's) ----------------------------------------------------------------------
+    @property
+    def folder(self) -> Path | None:
+        """The session's folder; None until a ``folder`` function has made it."""
+        return self._layout.folder
+
     @property
     def paths(self) -> dict[str, Path]:
-        if self.folder is None:
-            return {}
-        return {f: self.folder / f"{self.basename}.{f}" for f in self.formats}
+        return self._layout.paths
 
     @property
     def all_paths(self) -> dict[str, Path]:
         """Every file so far: ``paths`` plus the translations' as 'es.srt' → path."""
-        out = dict(self.paths)
-        for lang, files in self.language_paths.items():
-            out.update({f"{lang}.{fmt}": path for fmt, path in files.items()})
-        return out
+        return self._layout.all_paths
 
     @property
     def language_paths(self) -> dict[str, dict[str, Path]]:
         """Per-translation files so far: language -> format -> path."""
-        return {lang: {fmt: f.path for fmt, f in track.files.items()} for lang, track in list(self._langs.items())}
+        return self._layout.language_paths
 
     # -- the caller's side ----------------------------------------------------------------------
     def on_caption(self, caption: Caption) -> None:
@@ -487,21 +363,23 @@ class TranscriptWriter:
             except Exception:
                 log.exception("transcripts: reporting the writer's health failed")
 
+    def _file(self, spec: TranscriptFile) -> _File:
+        f = self._file_of.get(spec)
+        if f is None:
+            f = self._file_of[spec] = _File(spec.path, spec.fmt)
+        return f
+
     def _files(self) -> list[_File]:
-        tracks = ([self._main] if self._main else []) + list(self._langs.values())
-        return [f for t in tracks for f in t.files.values()] + ([self._jsonl] if self._jsonl else [])
+        return [self._file(spec) for spec in self._layout.files()]
 
     def _make_files(self) -> None:
         """The folder and the session's first files (the source language's, the targets'); on
         a failure, called again: it picks up where it stopped."""
-        if self.folder is None:
-            self.folder = Path(self._make_folder())
-        if self._main is None:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            self._jsonl = _File(self.folder / f"{self.basename}.jsonl", "jsonl") if "jsonl" in self.formats else None
-            self._main = _Track(self._track_files(""))  # each caption cut by its own language's rules
-            for lang in self._languages:
-                self._track(lang)
+        if self._layout.folder is None:
+            self._layout.folder = Path(self._make_folder())
+        if not self._layout.started:
+            self._layout.folder.mkdir(parents=True, exist_ok=True)
+            self._layout.start()
         for f in self._files():
             if f.fd is None:
                 self._open(f)
@@ -509,20 +387,6 @@ class TranscriptWriter:
             self._announced = True
             if self.on_open is not None:
                 self.on_open(self.all_paths)
-
-    def _track_files(self, infix: str) -> dict[str, _File]:
-        return {fmt: _File(self.folder / f"{self.basename}{infix}.{fmt}", fmt)
-                for fmt in self.formats if fmt in _TEXT_FORMATS}
-
-    def _track(self, lang: str) -> _Track:
-        """A translation's files (opened at their first record)."""
-        track = self._langs.get(lang)
-        if track is None:
-            track = _Track(self._track_files("." + _infix(lang)), lang)
-            self._langs = {**self._langs, lang: track}  # replaced, never changed: read by other threads
-            if self._announced and self.on_open is not None:
-                self.on_open(self.all_paths)
-        return track
 
     def _open(self, f: _File) -> None:
         """Open (creating) the file; cut a broken tail off what an earlier writer left."""
@@ -584,21 +448,23 @@ class TranscriptWriter:
             done += os.pwrite(f.patch_fd, data[done:], at + done)
         f.dirty = True
 
-    def _do(self, op: _Op) -> None:
-        if op.at is not None:
-            self._overwrite(op.file, op.data, op.at)
+    def _do(self, write: FileWrite) -> None:
+        f = self._file(write.file)
+        if write.at is not None:
+            self._overwrite(f, write.data, write.at)
             return
-        at = self._append(op.file, op.data)
-        if op.held is not None:
-            op.held.record_at[op.file.fmt] = at
+        self._layout.appended(write, self._append(f, write.data))
 
-    def _write_caption(self, caption: Caption) -> None:
+    def _write_caption(self, caption: "Caption | Gap | Skipped") -> None:
         """Every file's record of the caption at the queue's head, resuming where a failed
         attempt stopped (records already appended are not appended again)."""
         if not self._announced:
             self._make_files()
         if self._head is None:
-            self._head = self._records(caption)
+            languages = self._layout.languages
+            self._head = self._layout.records(caption)
+            if self._layout.languages != languages and self.on_open is not None:
+                self.on_open(self.all_paths)  # a translation's first files (opened at their first record)
         while self._head:
             self._do(self._head[0])
             self._head.pop(0)
@@ -606,94 +472,12 @@ class TranscriptWriter:
         if self.fsync and self.fsync_interval <= 0:
             self._sync()
 
-    def _records(self, caption: "Caption | Gap | Skipped") -> list[_Op]:
-        if isinstance(caption, (Gap, Skipped)):
-            return self._marks(caption)
-        out: list[_Op] = []
-        translation = caption.is_translation
-        if not translation:
-            out += self._cues(self._main, caption.text, caption)
-        for lang, text in caption.translations.items():
-            out += self._cues(self._track(lang), text, caption)
-        if self._jsonl is not None:
-            if translation:  # an update of the final's line: its new languages (and why any is missing)
-                record = {"id": caption.id, "seq": caption.seq, "kind": "translation",
-                          "emitted": round(caption.emitted, 3), "lang": caption.lang,
-                          "translations": caption.translations}
-            else:
-                record = {k: v for k, v in caption.to_dict().items()
-                          if k not in ("committed", "tentative", "kind", "translation_errors")}
-            if caption.translation_errors:
-                record["translation_errors"] = caption.translation_errors
-            out.append(_Op(self._jsonl, (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")))
-        return out
-
-    def _marks(self, mark: "Gap | Skipped") -> list[_Op]:
-        """A mark's JSONL line, and its line in every TXT and NOTE in every VTT so far."""
-        out: list[_Op] = []
-        tracks = ([self._main] if self._main else []) + list(self._langs.values())
-        for track in tracks:
-            for fmt, text in (("txt", mark_line(mark)), ("vtt", mark_note(mark))):
-                if fmt in track.files:
-                    out.append(_Op(track.files[fmt], text.encode("utf-8")))
-        if self._jsonl is not None:
-            out.append(_Op(self._jsonl, (json.dumps(mark_record(mark), ensure_ascii=False) + "\n").encode("utf-8")))
-        return out
-
-    def _cue_times(self, held: _Held, next_start: float | None) -> list[tuple[int, int]]:
-        cues = split_cues(held.text, held.start, held.end, self.max_chars, self.max_lines, lang=held.lang,
-                          next_start=next_start)
-        return placed(cues, held.after_ms)
-
-    def _hold(self, track: _Track, next_start: float) -> list[_Op]:
-        """The track's held caption timed for its reading, now that the next caption's start is
-        known (``math.inf``: none will come): its changed timing lines, written over in place."""
-        held, track.held = track.held, None
-        if held is None:
-            return []
-        stamps = self._cue_times(held, next_start)
-        track.last_ms = stamps[-1][1]
-        out: list[_Op] = []
-        for fmt, sep in (("srt", ","), ("vtt", ".")):
-            f, at = track.files.get(fmt), held.record_at.get(fmt)
-            if f is None or at is None:
-                continue  # no such file, or the record never reached it
-            for old, new, offset in zip(held.stamps, stamps, held.timing_at[fmt]):
-                line, was = _timing(*new, sep), _timing(*old, sep)
-                if new != old and len(line) == len(was):  # (a 100th hour would widen the stamp: left as is)
-                    out.append(_Op(f, line, at=at + offset))
-        return out
-
-    def _cues(self, track: _Track, text: str, caption: Caption) -> list[_Op]:
-        lang = track.lang or caption.lang  # the cue rules' language
-        held = _Held(text, caption.start, caption.end, lang, 0, [], {"srt": [], "vtt": []}, {})
-        if not self._cue_times(held, None):
-            return []  # nothing said: an empty cue would not parse back
-        out = self._hold(track, next_start=caption.start)  # the previous caption's reading time first
-        held.after_ms = track.last_ms
-        cues = split_cues(text, caption.start, caption.end, self.max_chars, self.max_lines, lang=lang)
-        held.stamps = placed(cues, track.last_ms)  # spoken timing until the next caption is known
-        track.last_ms = held.stamps[-1][1]
-        srt, vtt = bytearray(), bytearray()
-        for cue, (s, e) in zip(cues, held.stamps):
-            track.number += 1
-            srt += f"{track.number}\n".encode()
-            held.timing_at["srt"].append(len(srt))
-            srt += _timing(s, e, ",") + ("\n" + "\n".join(cue.lines) + "\n\n").encode("utf-8")
-            held.timing_at["vtt"].append(len(vtt))
-            vtt += _timing(s, e, ".") + ("\n" + "\n".join(map(_vtt_escape, cue.lines)) + "\n\n").encode("utf-8")
-        track.held = held
-        line = f"[{_hms(caption.start)}] {_clean(text)}\n"
-        content = {"srt": bytes(srt), "vtt": bytes(vtt), "txt": line.encode("utf-8")}
-        out += [_Op(f, content[fmt], held=held if fmt != "txt" else None) for fmt, f in track.files.items()]
-        return out
-
     def _end_holds(self) -> None:
         """At a clean close: each file's last caption held for its full reading time."""
-        for track in ([self._main] if self._main else []) + list(self._langs.values()):
+        for writes in self._layout.last_holds():
             try:
-                for op in self._hold(track, math.inf):
-                    self._do(op)
+                for write in writes:
+                    self._do(write)
             except OSError as e:
                 log.warning("transcripts: the last caption of %s keeps its spoken timing: %s",
                             self.folder, e.strerror or e)
@@ -767,10 +551,6 @@ def check_output_folder(path: Path) -> Path:
             except OSError:
                 pass
     return path
-
-
-def _infix(lang: str) -> str:
-    return _UNSAFE.sub("_", lang) or "_"
 
 
 def load_jsonl(path: Path, raw: bool = False) -> list[dict]:
