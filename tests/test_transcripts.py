@@ -769,3 +769,38 @@ def test_kill_9_leaves_every_caption_but_the_last_held(tmp_path):
     assert ends == {0: 3.0, 1: 6.0, 2: 9.0, 3: 11.5}
     vtt = read_vtt(tmp_path / "captions.vtt")
     assert [seconds(c.end) for c in vtt] == [s.end.total_seconds() for s in subs]
+
+
+def test_the_layout_is_pure_captions_in_writes_out_no_disk_no_thread(tmp_path):
+    from subtitler.transcript_layout import TranscriptLayout
+
+    captions = [final(1, 1.0, 1.2, "Hello there, everyone.", translations={"de": "Hallo zusammen."}),
+                final(2, 5.0, 5.2, "Goodbye now, everyone.")]
+    layout = TranscriptLayout(Path("/nowhere"), formats=["srt", "jsonl"], languages=["de"])
+    assert layout.paths == {"srt": Path("/nowhere/captions.srt"), "jsonl": Path("/nowhere/captions.jsonl")}
+    layout.start()
+    assert [f.path.name for f in layout.files()] == ["captions.srt", "captions.de.srt", "captions.jsonl"]
+    files: dict[str, bytearray] = {}
+
+    def do(write) -> None:  # what the writer does on disk, in memory
+        data = files.setdefault(write.file.path.name, bytearray())
+        if write.at is not None:  # a held cue's new timing line, over the old one
+            assert len(data) >= write.at + len(write.data)
+            data[write.at:write.at + len(write.data)] = write.data
+            return
+        layout.appended(write, len(data))
+        data += write.data
+
+    for caption in captions:
+        for write in layout.records(caption):
+            do(write)
+    for writes in layout.last_holds():
+        for write in writes:
+            do(write)
+    subs = list(srt.parse(files["captions.srt"].decode()))
+    assert subs[0].end.total_seconds() > 1.2 and subs[1].end.total_seconds() > 5.2  # held for reading
+    with TranscriptWriter(tmp_path, formats=["srt", "jsonl"], languages=["de"]) as w:
+        for caption in captions:
+            w.on_caption(caption)
+    assert {name: bytes(data) for name, data in files.items()} == {
+        p.name: p.read_bytes() for p in w.all_paths.values()}  # byte for byte what the writer leaves
