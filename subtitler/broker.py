@@ -35,6 +35,7 @@ import urllib.parse
 from collections import deque
 from typing import TYPE_CHECKING, Callable
 
+from .metrics import family
 from .protocol import dumps
 
 if TYPE_CHECKING:
@@ -149,23 +150,16 @@ class Publisher:
                 f"published when it is back")
 
     def metrics_lines(self) -> list[str]:
-        return [
-            "# HELP subtitler_redis_connected 1 while the host publishes to Redis.",
-            "# TYPE subtitler_redis_connected gauge",
-            f"subtitler_redis_connected {int(self.connected)}",
-            "# HELP subtitler_redis_published_total Stream entries written (re-published ones included).",
-            "# TYPE subtitler_redis_published_total counter",
-            f"subtitler_redis_published_total {self.published}",
-            "# HELP subtitler_redis_republished_total Entries re-published from the rooms' logs after an outage.",
-            "# TYPE subtitler_redis_republished_total counter",
-            f"subtitler_redis_republished_total {self.republished}",
-            "# HELP subtitler_redis_outages_total Times Redis became unreachable.",
-            "# TYPE subtitler_redis_outages_total counter",
-            f"subtitler_redis_outages_total {self.outages}",
-            "# HELP subtitler_redis_pending Events waiting to be published.",
-            "# TYPE subtitler_redis_pending gauge",
-            f"subtitler_redis_pending {len(self.pending)}",
-        ]
+        return [*family("subtitler_redis_connected", "gauge", "1 while the host publishes to Redis.",
+                        [("", int(self.connected))]),
+                *family("subtitler_redis_published_total", "counter",
+                        "Stream entries written (re-published ones included).", [("", self.published)]),
+                *family("subtitler_redis_republished_total", "counter",
+                        "Entries re-published from the rooms' logs after an outage.", [("", self.republished)]),
+                *family("subtitler_redis_outages_total", "counter", "Times Redis became unreachable.",
+                        [("", self.outages)]),
+                *family("subtitler_redis_pending", "gauge", "Events waiting to be published.",
+                        [("", len(self.pending))])]
 
     async def run(self) -> None:
         self.wake = asyncio.Event()

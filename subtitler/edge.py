@@ -29,7 +29,7 @@ from .broker import BACKOFF_MAX, BACKOFF_MIN, REGISTRY, connect, describe, parse
 from .channel import Channel, close_ws
 from .config import ServerConfig
 from .eventlog import Event, EventLog
-from .metrics import RoomMetrics, RoomSample, render
+from .metrics import RoomMetrics, RoomSample, family, render
 from .pages import text_response
 from .protocol import (AUDIO, CLOSE_GOING_AWAY, CLOSE_TRY_LATER, CONTROL, PROTOCOL_VERSION, VENUE, VIEW,
                        check_room_name)
@@ -380,28 +380,23 @@ class EdgeServer(Server):
         f = self.follower
         out: list[str] = []
 
-        def family(name: str, kind: str, help_: str, samples: list[tuple[str, float]]) -> None:
-            out.extend((f"# HELP {name} {help_}", f"# TYPE {name} {kind}"))
-            out.extend(f"{name}{{{labels}}} {value:.10g}" if labels else f"{name} {value:.10g}"
-                       for labels, value in samples)
-
         limits = self.limits
-        family("subtitler_connections", "gauge", "Open connections: TCP, and screens.",
+        out += family("subtitler_connections", "gauge", "Open connections: TCP, and screens.",
                [('kind="tcp"', limits.sockets), ('kind="viewer"', limits.count("viewer"))])
-        family("subtitler_connections_refused_total", "counter", "Connections refused at the edge, by reason.",
+        out += family("subtitler_connections_refused_total", "counter", "Connections refused at the edge, by reason.",
                [(f'reason="{k}"', v) for k, v in sorted({**limits.refused, "idle": self.evicted}.items())])
-        family("subtitler_bad_requests_total", "counter", "Requests that were not one whole HTTP request.",
+        out += family("subtitler_bad_requests_total", "counter", "Requests that were not one whole HTTP request.",
                [("", self.bad_requests)])
-        family("subtitler_edge_screens", "gauge", "Screens connected to this edge, by room.",
+        out += family("subtitler_edge_screens", "gauge", "Screens connected to this edge, by room.",
                [(f'room="{r.name}"', len(r.channel.viewers)) for r in rooms])
-        family("subtitler_edge_events_relayed_total", "counter", "Events read from Redis and passed on, by room.",
+        out += family("subtitler_edge_events_relayed_total", "counter", "Events read from Redis and passed on, by room.",
                [(f'room="{r.name}"', r.relayed) for r in rooms])
-        family("subtitler_edge_messages_sent_total", "counter", "Messages sent to screens (an event times the "
+        out += family("subtitler_edge_messages_sent_total", "counter", "Messages sent to screens (an event times the "
                "screens that see it), by room.", [(f'room="{r.name}"', r.sent) for r in rooms])
-        family("subtitler_edge_gaps_total", "counter", "Times the host no longer held events this edge had not "
+        out += family("subtitler_edge_gaps_total", "counter", "Times the host no longer held events this edge had not "
                "read (its screens were reset), by room.", [(f'room="{r.name}"', r.gaps) for r in rooms])
-        family("subtitler_redis_connected", "gauge", "1 while this edge reads from Redis.", [("", int(f.connected))])
-        family("subtitler_redis_outages_total", "counter", "Times Redis became unreachable.", [("", f.outages)])
+        out += family("subtitler_redis_connected", "gauge", "1 while this edge reads from Redis.", [("", int(f.connected))])
+        out += family("subtitler_redis_outages_total", "counter", "Times Redis became unreachable.", [("", f.outages)])
         out += ["# HELP subtitler_edge_delay_seconds From the host's publication of an event to this edge's send "
                 "(wall clocks: keep them in sync), over the last events.",
                 "# TYPE subtitler_edge_delay_seconds summary"]

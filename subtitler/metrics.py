@@ -61,15 +61,23 @@ def _value(v: float | int) -> str:
     return f"{v:.10g}" if isinstance(v, float) else str(v)
 
 
+def sample(name: str, labels: str, value: float | int) -> str:
+    """One sample line: ``name{labels} value``, or ``name value`` without labels."""
+    return f"{name}{{{labels}}} {_value(value)}" if labels else f"{name} {_value(value)}"
+
+
+def family(name: str, kind: str, help_: str, samples) -> list[str]:
+    """One metric family's lines: its HELP and TYPE, then a line per ``(labels, value)``."""
+    return [f"# HELP {name} {help_}", f"# TYPE {name} {kind}", *(sample(name, labels, v) for labels, v in samples)]
+
+
 def render(rooms: list[RoomSample], *, uptime: float, host_text: str = "") -> str:
     """Prometheus text format (0.0.4): every per-room sample labelled with its room."""
     lines: list[str] = []
 
-    def family(name: str, kind: str, help_: str, samples) -> None:
-        lines.append(f"# HELP {name} {help_}")
-        lines.append(f"# TYPE {name} {kind}")
-        for suffix, labels, value in samples:
-            lines.append(f"{name}{suffix}{{{labels}}} {_value(value)}" if labels else f"{name}{suffix} {_value(value)}")
+    def add(name: str, kind: str, help_: str, samples) -> None:  # samples: (name suffix, labels, value)
+        lines.extend(family(name, kind, help_, ()))
+        lines.extend(sample(name + suffix, labels, value) for suffix, labels, value in samples)
 
     def per_room(fn, extra: str = "") -> list:
         return [("", f'room="{r.name}"' + (f",{extra}" if extra else ""), fn(r)) for r in rooms]
@@ -77,10 +85,10 @@ def render(rooms: list[RoomSample], *, uptime: float, host_text: str = "") -> st
     def stat(fn, default):
         return lambda r: fn(r.stats) if r.stats else default
 
-    family("subtitler_captions_total", "counter", "Captions published to the room, by kind.",
+    add("subtitler_captions_total", "counter", "Captions published to the room, by kind.",
            per_room(lambda r: r.metrics.finals, 'kind="final"') + per_room(lambda r: r.metrics.partials,
                                                                              'kind="partial"'))
-    family("subtitler_translations_total", "counter", "Translations published after their caption.",
+    add("subtitler_translations_total", "counter", "Translations published after their caption.",
            per_room(lambda r: r.metrics.translations))
     histogram = []
     for r in rooms:
@@ -89,50 +97,50 @@ def render(rooms: list[RoomSample], *, uptime: float, host_text: str = "") -> st
             histogram.append(("_bucket", f'{room},le="{le:g}"', n))
         histogram += [("_bucket", f'{room},le="+Inf"', m.latency_count), ("_sum", room, float(m.latency_sum)),
                       ("_count", room, m.latency_count)]
-    family("subtitler_final_latency_seconds", "histogram", "From the end of speech to its final caption.",
+    add("subtitler_final_latency_seconds", "histogram", "From the end of speech to its final caption.",
            histogram)
-    family("subtitler_lag_seconds", "gauge", "Audio received but not yet decoded.",
+    add("subtitler_lag_seconds", "gauge", "Audio received but not yet decoded.",
            per_room(stat(lambda st: float(round(st.lag, 3)), 0.0)))
-    family("subtitler_audio_seconds", "gauge", "Audio the room's session has heard.",
+    add("subtitler_audio_seconds", "gauge", "Audio the room's session has heard.",
            per_room(stat(lambda st: float(round(st.audio_seconds, 3)), 0.0)))
-    family("subtitler_viewers", "gauge", "Connected screens.", per_room(lambda r: r.viewers))
-    family("subtitler_consoles", "gauge", "Connected, authenticated consoles.", per_room(lambda r: r.consoles))
-    family("subtitler_audio_dropped_blocks_total", "counter", "Audio blocks lost because the capture queue was full.",
+    add("subtitler_viewers", "gauge", "Connected screens.", per_room(lambda r: r.viewers))
+    add("subtitler_consoles", "gauge", "Connected, authenticated consoles.", per_room(lambda r: r.consoles))
+    add("subtitler_audio_dropped_blocks_total", "counter", "Audio blocks lost because the capture queue was full.",
            per_room(stat(lambda st: st.dropped_frames, 0)))
-    family("subtitler_skipped_utterances_total", "counter",
+    add("subtitler_skipped_utterances_total", "counter",
            "Utterances skipped (never decoded) to keep the lag bounded under max_lag_s.",
            per_room(stat(lambda st: st.skipped_utterances, 0)))
-    family("subtitler_skipped_audio_seconds_total", "counter", "Audio of the skipped utterances.",
+    add("subtitler_skipped_audio_seconds_total", "counter", "Audio of the skipped utterances.",
            per_room(stat(lambda st: float(round(st.skipped_seconds, 3)), 0.0)))
-    family("subtitler_audio_idle_seconds", "gauge", "Seconds since the room's source last delivered audio.",
+    add("subtitler_audio_idle_seconds", "gauge", "Seconds since the room's source last delivered audio.",
            [("", f'room="{r.name}"', float(round(r.stats.audio_idle_s, 3))) for r in rooms
             if r.stats and r.stats.audio_idle_s is not None])
-    family("subtitler_audio_received_seconds_total", "counter", "Audio received on /ws/audio.",
+    add("subtitler_audio_received_seconds_total", "counter", "Audio received on /ws/audio.",
            per_room(lambda r: float(round(r.metrics.audio_seconds_received, 3))))
-    family("subtitler_messages_dropped_total", "counter", "Messages not sent: queued partials replaced by a newer one.",
+    add("subtitler_messages_dropped_total", "counter", "Messages not sent: queued partials replaced by a newer one.",
            per_room(lambda r: r.metrics.superseded, 'reason="superseded"'))
-    family("subtitler_clients_disconnected_total", "counter", "Clients closed with 1013 because they did not keep up.",
+    add("subtitler_clients_disconnected_total", "counter", "Clients closed with 1013 because they did not keep up.",
            per_room(lambda r: r.metrics.slow_disconnects, 'reason="slow"'))
-    family("subtitler_protocol_errors_total", "counter", "Malformed, unknown or refused client messages.",
+    add("subtitler_protocol_errors_total", "counter", "Malformed, unknown or refused client messages.",
            per_room(lambda r: r.metrics.protocol_errors))
-    family("subtitler_paused", "gauge", "1 while captioning is paused.", per_room(lambda r: int(r.paused)))
+    add("subtitler_paused", "gauge", "1 while captioning is paused.", per_room(lambda r: int(r.paused)))
     writing = [r for r in rooms if r.transcripts is not None]
 
     def transcripts(fn) -> list:
         return [("", f'room="{r.name}"', fn(r.transcripts)) for r in writing]
-    family("subtitler_transcripts_ok", "gauge", "1 while the room's transcript files are written; 0 while "
+    add("subtitler_transcripts_ok", "gauge", "1 while the room's transcript files are written; 0 while "
            "writing fails (retried).", transcripts(lambda t: int(t["ok"])))
-    family("subtitler_transcript_write_errors_total", "counter", "Failed attempts to write the transcripts.",
+    add("subtitler_transcript_write_errors_total", "counter", "Failed attempts to write the transcripts.",
            transcripts(lambda t: t["failures"]))
-    family("subtitler_transcript_captions_pending", "gauge", "Captions waiting to be written to the transcripts.",
+    add("subtitler_transcript_captions_pending", "gauge", "Captions waiting to be written to the transcripts.",
            transcripts(lambda t: t["pending"]))
-    family("subtitler_transcript_captions_written_total", "counter", "Captions written to every transcript file.",
+    add("subtitler_transcript_captions_written_total", "counter", "Captions written to every transcript file.",
            transcripts(lambda t: t["written"]))
-    family("subtitler_transcript_captions_lost_total", "counter",
+    add("subtitler_transcript_captions_lost_total", "counter",
            "Captions never written (the writer's queue was full, or it closed while the disk failed).",
            transcripts(lambda t: t["lost"]))
-    family("subtitler_rooms", "gauge", "Rooms this server serves.", [("", "", len(rooms))])
-    family("subtitler_uptime_seconds", "gauge", "Seconds since the server started.",
+    add("subtitler_rooms", "gauge", "Rooms this server serves.", [("", "", len(rooms))])
+    add("subtitler_uptime_seconds", "gauge", "Seconds since the server started.",
            [("", "", float(round(uptime, 3)))])
     text = "\n".join(lines) + "\n"
     if host_text:

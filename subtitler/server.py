@@ -51,7 +51,7 @@ from .ingest import Ingest
 from .langcodes import is_language_code
 from .listening import (ServerError, bind_error, is_loopback, local_addresses, raise_open_file_limit, tls_context,
                         url_host)
-from .metrics import RoomMetrics, render
+from .metrics import RoomMetrics, family, render
 from .pages import (WEB_DIR, file_response, http_response, index_page, json_response, qr_response, redirect,
                     request_host, static_file, text_response, transcript_list, transcript_response)
 from .protocol import (AUDIO, CLOSE_GOING_AWAY, CONTROL, PROTOCOL_VERSION, ROOM_ENDPOINTS, STATUS_INTERVAL, VENUE,
@@ -583,29 +583,24 @@ class Server:
         rooms = list(self.rooms.values())
         out: list[str] = []
 
-        def family(name: str, kind: str, help_: str, samples: list[tuple[str, float]]) -> None:
-            out.extend((f"# HELP {name} {help_}", f"# TYPE {name} {kind}"))
-            out.extend(f"{name}{{{labels}}} {value:.10g}" if labels else f"{name} {value:.10g}"
-                       for labels, value in samples)
-
         limits = self.limits
-        family("subtitler_connections", "gauge", "Open connections: TCP, and WebSocket places by role.",
+        out += family("subtitler_connections", "gauge", "Open connections: TCP, and WebSocket places by role.",
                [('kind="tcp"', limits.sockets)] + [(f'kind="{r}"', limits.count(r)) for r in ("viewer", "console", "sender")])
-        family("subtitler_connections_refused_total", "counter", "Connections refused at the edge, by reason "
+        out += family("subtitler_connections_refused_total", "counter", "Connections refused at the edge, by reason "
                "(idle: dropped to make room, having sent nothing).",
                [(f'reason="{k}"', v) for k, v in sorted({**limits.refused, "idle": self.evicted}.items())])
-        family("subtitler_auth_failures_total", "counter", "Wrong or missing tokens.", [("", self.throttle.failures)])
-        family("subtitler_auth_throttled_total", "counter", "Token attempts refused while their address had to wait.",
+        out += family("subtitler_auth_failures_total", "counter", "Wrong or missing tokens.", [("", self.throttle.failures)])
+        out += family("subtitler_auth_throttled_total", "counter", "Token attempts refused while their address had to wait.",
                [("", self.throttle.throttled)])
-        family("subtitler_bad_requests_total", "counter", "Requests that were not one whole HTTP request (answered 400).",
+        out += family("subtitler_bad_requests_total", "counter", "Requests that were not one whole HTTP request (answered 400).",
                [("", self.bad_requests)])
-        family("subtitler_audio_gaps_total", "counter", "Gaps in a room's audio that its sender reported (audio lost "
+        out += family("subtitler_audio_gaps_total", "counter", "Gaps in a room's audio that its sender reported (audio lost "
                "before it could be sent).", [(f'room="{r.name}"', r.ingest.gaps) for r in rooms])
-        family("subtitler_audio_gap_seconds_total", "counter", "Seconds of audio in those gaps.",
+        out += family("subtitler_audio_gap_seconds_total", "counter", "Seconds of audio in those gaps.",
                [(f'room="{r.name}"', round(r.ingest.gap_seconds, 3)) for r in rooms])
-        family("subtitler_audio_resumes_total", "counter", "Senders that reconnected and resumed from the acknowledged "
+        out += family("subtitler_audio_resumes_total", "counter", "Senders that reconnected and resumed from the acknowledged "
                "audio.", [(f'room="{r.name}"', r.ingest.resumes) for r in rooms])
-        family("subtitler_audio_sender_connected", "gauge", "1 while an audio sender is connected.",
+        out += family("subtitler_audio_sender_connected", "gauge", "1 while an audio sender is connected.",
                [(f'room="{r.name}"', int(r.ingest.sender is not None)) for r in rooms])
         if self.publisher is not None:
             out += self.publisher.metrics_lines()
