@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
 import json
 import os
 import shutil
@@ -31,6 +30,7 @@ from subtitler.config import ServerConfig
 from subtitler.edge import EdgeServer
 from subtitler.server import Server, ServerError
 from test_server import HOST, caption, http_get, parse_prometheus, recv_json, wait_until
+from test_tls import make_certificate
 
 REDIS = shutil.which("redis-server") or "/usr/bin/redis-server"
 ROOT = Path(__file__).resolve().parent.parent
@@ -468,25 +468,9 @@ def test_redis_with_a_password(tmp_path):
 
 
 def _self_signed(tmp: Path) -> dict:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-    import ipaddress
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(HOST))]), False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-            .sign(key, hashes.SHA256()))
-    (tmp / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (tmp / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                    serialization.NoEncryption()))
-    return {"cert": str(tmp / "cert.pem"), "key": str(tmp / "key.pem"), "ca": str(tmp / "cert.pem")}
+    """redis-server's TLS files: a self-signed certificate for 127.0.0.1 that is its own CA."""
+    cert, key = make_certificate(tmp)
+    return {"cert": str(cert), "key": str(key), "ca": str(cert)}
 
 
 def test_redis_over_tls(tmp_path):
