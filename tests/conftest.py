@@ -49,6 +49,15 @@ def asr_base(base_model_path: Path):
 
 
 @pytest.fixture(scope="session")
+def asr_tiny_en(repo_root: Path):
+    from subtitler.asr import WhisperASR
+    from subtitler.models import resolve_model
+
+    path = resolve_model("tiny.en", models_dir=repo_root / "models", download=False, progress=False)
+    return WhisperASR(path, device="cpu", compute_type="int8")
+
+
+@pytest.fixture(scope="session")
 def english_stream(tmp_path_factory: pytest.TempPathFactory) -> dict:
     import corpus
 

@@ -22,14 +22,6 @@ pytestmark = pytest.mark.slow
 MODELS = ["base", "tiny.en"]
 
 
-@pytest.fixture(scope="module")
-def asr_tiny_en(repo_root):
-    from subtitler.models import resolve_model
-
-    path = resolve_model("tiny.en", models_dir=repo_root / "models", download=False, progress=False)
-    return WhisperASR(path, device="cpu", compute_type="int8")
-
-
 @pytest.fixture(params=MODELS)
 def asr(request) -> WhisperASR:
     return request.getfixturevalue("asr_base" if request.param == "base" else "asr_tiny_en")
