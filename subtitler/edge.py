@@ -40,7 +40,8 @@ log = logging.getLogger("subtitler.edge")
 XREAD_BLOCK_MS = 500  # a follower's wait for new entries (new rooms join its read within this)
 XREAD_COUNT = 2000
 DELAYS_KEPT = 4096  # host publish → edge send delays kept for /metrics' quantiles
-HOST_STALE_S = 10.0  # a registry older than this: the host is not publishing (shown in /healthz)
+HOST_STALE_S = 10.0  # a room's registry entry unchanged this long: its host is offline (screens, /healthz)
+ROOM_EXPIRY_S = 120.0  # ... and this long: the host died without closing it; the room closes here
 HOST_ONLY = ("/console.html", "/console.js", "/console.css", "/api/session")
 
 
@@ -60,6 +61,7 @@ class EdgeRoom:
 
     default = False
     closed = False
+    offline = False  # its host has not rewritten the room's registry entry lately
 
     def __init__(self, name: str, entry: dict, config: ServerConfig):
         self.name = name
@@ -74,6 +76,7 @@ class EdgeRoom:
         self.gaps = 0  # times the host lost events this edge had not read (screens reset)
         self.session_id = entry["session"]
         self.sessions = {self.session_id}  # seen here: a stale registry never brings one back
+        self.fresh_at = time.monotonic()  # when the host last rewrote the entry (this edge's clock)
         self.update(entry)
         self._new_channel()
 
@@ -90,6 +93,11 @@ class EdgeRoom:
                 old.close(c, CLOSE_GOING_AWAY, "session ended")
 
     def update(self, entry: dict) -> None:
+        # The host rewrites its entries every second with its clock in "t": an entry that stops
+        # changing is a host that stopped (kill -9, a power cut) or lost Redis. Compared here, on
+        # this edge's clock, so that the two machines' clocks need not agree.
+        if entry.get("t") != getattr(self, "entry", {}).get("t"):
+            self.fresh_at = time.monotonic()
         self.entry = entry
         self.title = str(entry.get("title") or self.name)
         self.default = bool(entry.get("default"))
@@ -163,6 +171,8 @@ class EdgeRoom:
     def status(self) -> dict:
         status = dict(self.entry.get("status") or {"type": "status"})
         status["viewers"] = len(self.channel.viewers)
+        if self.offline:  # the host's last word is stale: nobody is speaking through it now
+            status.update(offline=True, in_speech=False, lag=0.0)
         return status
 
     def broadcast_status(self) -> None:
@@ -171,6 +181,9 @@ class EdgeRoom:
     def summary(self, now: float) -> dict:
         summary = dict(self.entry.get("summary") or {"name": self.name, "title": self.title, "state": "idle"})
         summary["viewers"] = len(self.channel.viewers)
+        if self.offline:
+            summary["state"] = "offline"
+            summary["offline_s"] = round(now - self.fresh_at, 1)
         urls = dict(summary.get("urls") or {})
         urls.pop("console", None)
         summary["urls"] = urls
@@ -180,7 +193,14 @@ class EdgeRoom:
         return RoomSample(self.name, self.metrics, None, len(self.channel.viewers), 0, self.paused, None)
 
     def problems(self) -> list[str]:
+        if self.offline:
+            return [f"room {self.name}: its host has not published for {time.monotonic() - self.fresh_at:.0f} s "
+                    f"(stopped, or cut off from Redis); its screens wait for it"]
         return []
+
+    def close_screens(self, reason: str) -> None:
+        for ws in list(self.connections):
+            asyncio.ensure_future(close_ws(ws, CLOSE_GOING_AWAY, reason))
 
 
 class Follower:
@@ -197,6 +217,8 @@ class Follower:
         self.delays: deque[float] = deque(maxlen=DELAYS_KEPT)
         self.delay_sum = 0.0
         self.delay_count = 0
+        self.stale_s, self.expiry_s = HOST_STALE_S, ROOM_EXPIRY_S
+        self.expired: dict[str, tuple] = {}  # room → (session, t) of the dead entry it closed on
 
     async def run(self) -> None:
         backoff = BACKOFF_MIN
@@ -264,6 +286,9 @@ class Follower:
                 check_room_name(name)
             except ValueError:
                 continue
+            if self.expired.get(name) == (entry["session"], entry.get("t")):
+                continue  # the entry a dead host left: the room stays closed until the host writes again
+            self.expired.pop(name, None)
             room = rooms.get(name)
             if room is None or room.closed:
                 rooms[name] = EdgeRoom(name, entry, edge.config)
@@ -273,7 +298,9 @@ class Follower:
             t = entry.get("t")
             if isinstance(t, (int, float)):
                 self.registry_at = max(self.registry_at or 0.0, float(t))
+        now = time.monotonic()
         for name, room in list(rooms.items()):
+            self._judge(room, now)
             if room.closed:
                 del rooms[name]
                 changed = True
@@ -282,6 +309,25 @@ class Follower:
                 edge.rooms = rooms
                 edge.default_room = next((r for r in rooms.values() if r.default), None)
 
+    def _judge(self, room: EdgeRoom, now: float) -> None:
+        """Offline after ``stale_s`` without a fresh entry (screens stay, the venue page says so);
+        closed after ``expiry_s`` (a host that died never says "closed"; a room is not kept forever)."""
+        silent = now - room.fresh_at
+        offline = silent > self.stale_s
+        if offline != room.offline:
+            room.offline = offline
+            if offline:
+                log.warning("room %s: its host has not published for %.0f s (stopped, or cut off from Redis); "
+                            "the room closes here after %.0f s", room.name, silent, self.expiry_s)
+            else:
+                log.info("room %s: its host publishes again", room.name)
+        if silent > self.expiry_s and not room.closed:
+            log.warning("room %s: closed here, its host silent for %.0f s; it opens again when the host writes",
+                        room.name, silent)
+            self.expired[room.name] = (room.entry["session"], room.entry.get("t"))
+            room.closed = True
+            room.close_screens("room closed")
+
     def _close(self, room: EdgeRoom) -> None:
         """A room the host closed: its URLs answer 404 from now on, its screens are closed (1001)."""
         edge = self.edge
@@ -289,14 +335,16 @@ class Follower:
             edge.rooms = {n: r for n, r in edge.rooms.items() if r is not room}
             if edge.default_room is room:
                 edge.default_room = None
-        for ws in list(room.connections):
-            asyncio.ensure_future(close_ws(ws, CLOSE_GOING_AWAY, "room closed"))
+        room.close_screens("room closed")
 
     def _up(self) -> None:
         if not self.connected:
             if self.error is not None:
                 log.warning("Redis %s is reachable again: following the rooms' streams from where they were",
                             redacted(self.url))
+                now = time.monotonic()  # hosts get their grace again: this edge could not see them
+                for room in self.edge.rooms.values():
+                    room.fresh_at = now
             self.connected, self.error = True, None
 
     def _down(self, e: BaseException) -> None:
@@ -363,10 +411,8 @@ class EdgeServer(Server):
             problems.append(f"redis {redacted(self.redis_url)}: {f.error}; screens stay connected and catch up "
                             f"when it is back")
         if f.registry_at is not None:
-            age = time.time() - f.registry_at
-            health["host_seen_s"] = round(age, 1)
-            if age > HOST_STALE_S and self.rooms:
-                problems.append(f"the host has not published for {age:.0f} s (stopped, or cut off from Redis)")
+            health["host_seen_s"] = round(time.time() - f.registry_at, 1)
+        problems += [p for r in self.rooms.values() for p in r.problems()]
         if problems:
             health["status"], health["problems"] = "degraded", problems
         return health

@@ -332,6 +332,78 @@ def test_a_screen_moves_to_another_edge_after_kill_9_without_gap_or_duplicate(re
         assert a.wait(5) == -signal.SIGKILL
 
 
+# -- a host killed with SIGKILL --------------------------------------------------------------------------
+
+HOST_SCRIPT = """
+import sys, time
+from subtitler.config import ServerConfig
+from subtitler.server import Server
+from test_server import caption
+server = Server(ServerConfig(host="127.0.0.1", port=0, token="venue-token", redis=sys.argv[1])).start()
+link = server.add_room("hall", title="Hall")
+link.sink.on_caption(caption(1, "final", sys.argv[2]))
+print(server.port, flush=True)
+time.sleep(3600)
+"""
+
+
+@contextlib.contextmanager
+def host_process(redis_url: str, text: str):
+    """A host in a process of its own (a test kills it as a power cut would): its port once up."""
+    proc = subprocess.Popen([sys.executable, "-c", HOST_SCRIPT, redis_url, text], cwd=ROOT / "tests",
+                            env={**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}"},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.strip().isdigit(), proc.stderr.read()
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
+def test_a_room_whose_host_died_shows_offline_then_closes_and_comes_back_with_a_new_host(redis_server, caplog):
+    with edge(redis_server.url) as e:
+        e.follower.stale_s, e.follower.expiry_s = 1.5, 4.0
+
+        def state() -> str | None:
+            rooms = {r["name"]: r for r in json.loads(http_get(e.port, "/api/venue")[2])["rooms"]}
+            return rooms["hall"]["state"] if "hall" in rooms else None
+
+        async def main():
+            with host_process(redis_server.url, "Before the power cut.") as h:
+                wait_until(lambda: edge_has(e, "hall", 1), what="the host's caption on the edge")
+                ws, _ = await view(e.port)
+                assert [m["text"] for m in await events(ws)] == ["Before the power cut."]
+                assert state() != "offline"
+                h.kill()  # no "closed" entry: the registry keeps the dead host's last word
+                h.wait(10)
+            async with asyncio.timeout(6):  # offline: the screen stays and is told; the venue page says so
+                while not (m := await recv_json(ws)).get("offline"):
+                    assert m["type"] == "status", m
+            assert m["in_speech"] is False
+            assert state() == "offline"
+            health = json.loads(http_get(e.port, "/healthz")[2])
+            assert health["status"] == "degraded"
+            assert any("room hall: its host has not published" in p for p in health["problems"]), health
+            with pytest.raises(ConnectionClosed) as closed:  # expired: closed like a room the host closed
+                async with asyncio.timeout(8):
+                    while True:
+                        await recv_json(ws)
+            assert closed.value.rcvd.code == 1001
+            assert state() is None and http_get(e.port, "/rooms/hall/live.html")[0] == 404
+            time.sleep(1.5)  # the dead entry is still in Redis: it must not bring the room back
+            assert "hall" not in e.rooms
+            with host_process(redis_server.url, "After the restart."):  # the host comes back
+                wait_until(lambda: edge_has(e, "hall", 1) and state() not in (None, "offline"), 10,
+                           "the room back on the edge")
+                ws, welcome = await view(e.port)
+                assert [m["text"] for m in await events(ws)] == ["After the restart."]
+                await ws.close()
+        asyncio.run(main())
+    assert any("closed here, its host silent" in r.message for r in caplog.records)
+
+
 # -- Redis down, restarted, slow ----------------------------------------------------------------------
 
 def test_redis_stopped_and_restarted_the_host_goes_on_and_edges_fill_the_gap(redis_server, caplog):

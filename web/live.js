@@ -287,9 +287,10 @@
     showPaused(v.paused);
   }
 
-  function showPaused(p) {
-    if ($("paused").hidden === !p) return;
-    $("paused").hidden = !p;
+  function showPaused(p) { showBadge("paused", p); }
+  function showBadge(id, on) {
+    if ($(id).hidden === !on) return;
+    $(id).hidden = !on;
   }
 
   var viewer = new client.Viewer({
@@ -302,7 +303,10 @@
       if (m.type === "caption") onCaption(m);
       else if (m.type === "translation") onTranslation(m);
       else if (m.type === "clear") clearFeed();
-      else if (m.type === "status") showPaused(!!m.paused);
+      else if (m.type === "status") {
+        showPaused(!!m.paused);
+        showBadge("offline", !!m.offline);  // an edge's room whose host stopped publishing
+      }
     },
     conn: function (c, state) {
       body.setAttribute("data-conn", c);

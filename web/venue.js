@@ -1,6 +1,6 @@
 /* subtitler venue page (web/index.html): every room of this server, no dependencies but client.js.
  *
- * GET /api/venue every 2 s: each room with its state (live, paused, idle, lagging), languages,
+ * GET /api/venue every 2 s: each room with its state (live, paused, idle, lagging; offline on an edge), languages,
  * links to its screens (overlay.html?lang=…) and phones (live.html?lang=…) per language, its
  * console, and a QR code of its audience page per language (qr.svg?lang=…). Cards are updated
  * in place, so QR images and the operator's buttons stay put between polls.
@@ -146,7 +146,7 @@
     var title = typeof room.title === "string" && room.title.trim() ? room.title : room.name;
     text(c.title, title);
     text(c.name, room.name);
-    var st = ["live", "paused", "idle", "lagging"].indexOf(room.state) >= 0 ? room.state : "idle";
+    var st = ["live", "paused", "idle", "lagging", "offline"].indexOf(room.state) >= 0 ? room.state : "idle";
     c.el.setAttribute("data-state", st);
     c.state.setAttribute("data-state", st);
     var lag = typeof room.lag === "number" && isFinite(room.lag) ? room.lag : null;
@@ -154,6 +154,7 @@
     c.state.title = {
       live: "audio heard in the last seconds", paused: "paused from its console",
       idle: "no audio lately", lagging: "decoding falls behind the audio",
+      offline: "its host has stopped publishing (this is an edge); the room closes here if it does not come back",
     }[st];
     var viewers = typeof room.viewers === "number" ? room.viewers : 0;
     var source = typeof room.source_language === "string" ? room.source_language : "";
