@@ -332,12 +332,13 @@ class TranslationLines:
                 self.display.message(f"           {lang}: (no translation: {why})")
 
 
-def _interruptible(stop: Callable[[], None], stopping: Callable[[], bool]) -> None:
+def _interruptible(stop: Callable[[], None], stopping: Callable[[], bool],
+                   what: str = "finishing the last utterance") -> None:
     """First Ctrl-C (or SIGTERM) stops cleanly (``stop``); a second one exits at once."""
     def handler(signum, frame):
         if stopping():
             raise KeyboardInterrupt
-        print("\nstopping: finishing the last utterance…", file=sys.stderr, flush=True)
+        print(f"\nstopping: {what}…", file=sys.stderr, flush=True)
         stop()
 
     signal.signal(signal.SIGINT, handler)
@@ -478,7 +479,7 @@ def cmd_edge(args) -> int:
           f"  screens: {server.base_urls()[0]}/rooms/NAME/overlay.html  phones: …/rooms/NAME/live.html\n"
           f"  (the console and audio are on the host) Ctrl-C stops.", file=sys.stderr, flush=True)
     stopped = threading.Event()
-    _interruptible(stopped.set, stopped.is_set)
+    _interruptible(stopped.set, stopped.is_set, "closing the screens' connections")
     try:
         while not stopped.wait(0.5):
             pass
