@@ -29,7 +29,8 @@ from .broker import BACKOFF_MAX, BACKOFF_MIN, REGISTRY, connect, describe, parse
 from .channel import Channel, close_ws
 from .config import ServerConfig
 from .eventlog import Event, EventLog
-from .metrics import RoomMetrics, RoomSample, family, render
+from .front import Front
+from .metrics import RoomMetrics, RoomSample, family
 from .pages import text_response
 from .protocol import (AUDIO, CLOSE_GOING_AWAY, CLOSE_TRY_LATER, CONTROL, PROTOCOL_VERSION, VENUE, VIEW,
                        check_room_name)
@@ -363,18 +364,24 @@ class Follower:
 
 
 class EdgeServer(Server):
-    """A ``Server`` whose rooms come from Redis (``Follower``) and serve screens only."""
+    """A ``Server`` whose rooms come from Redis (``Follower``) and serve screens only (``EdgeFront``)."""
 
     def __init__(self, config: ServerConfig, redis_url: str, **kwargs):
         if not redis_url:
             raise ServerError("subtitler edge needs the host's Redis: --redis redis://HOST:PORT/0 (or [server] redis)")
-        super().__init__(_without_redis(config), live=True, **kwargs)
+        super().__init__(_without_redis(config), live=True, front=EdgeFront, **kwargs)
         self.redis_url = redis_url
         try:
             self.follower = Follower(self, redis_url)
         except ValueError as e:
             raise ServerError(str(e)) from None
         self.services.append(self.follower.run)
+
+
+class EdgeFront(Front):
+    """An edge's front: the pages and screens of its rooms; the follower's health and metrics."""
+
+    venue: EdgeServer
 
     # -- refusals: the console, audio and the operator live on the host ----------------------------
     def _room_http(self, connection: ServerConnection, link, rest: str, query: str, request: Request,
@@ -397,33 +404,30 @@ class EdgeServer(Server):
             return
         await super()._handle(ws)
 
-    # -- health and metrics ----------------------------------------------------------------------
+    # -- health and metrics: the follower's (an edge has no host) ---------------------------------
     def _healthz(self) -> dict:
-        f = self.follower
-        health = {"status": "ok", "role": "edge", "protocol": PROTOCOL_VERSION, "rooms": len(self.rooms),
+        edge = self.venue
+        f = edge.follower
+        health = {"status": "ok", "role": "edge", "protocol": PROTOCOL_VERSION, "rooms": len(edge.rooms),
                   "uptime": round(time.monotonic() - self.started, 1),
-                  "viewers": sum(len(r.channel.viewers) for r in self.rooms.values()),
+                  "viewers": sum(len(r.channel.viewers) for r in edge.rooms.values()),
                   "connections": self.limits.sockets, "tls": self.tls is not None,
-                  "redis": {"url": redacted(self.redis_url), "connected": f.connected}}
+                  "redis": {"url": redacted(edge.redis_url), "connected": f.connected}}
         problems = []
         if not f.connected and f.error:
             health["redis"]["error"] = f.error
-            problems.append(f"redis {redacted(self.redis_url)}: {f.error}; screens stay connected and catch up "
+            problems.append(f"redis {redacted(edge.redis_url)}: {f.error}; screens stay connected and catch up "
                             f"when it is back")
         if f.registry_at is not None:
             health["host_seen_s"] = round(time.time() - f.registry_at, 1)
-        problems += [p for r in self.rooms.values() for p in r.problems()]
+        problems += [p for r in edge.rooms.values() for p in r.problems()]
         if problems:
             health["status"], health["problems"] = "degraded", problems
         return health
 
-    async def _metrics_text(self) -> str:
-        return render([r.sample() for r in self.rooms.values()], uptime=time.monotonic() - self.started,
-                      host_text=self._edge_metrics())
-
-    def _edge_metrics(self) -> str:
-        rooms = list(self.rooms.values())
-        f = self.follower
+    def _front_metrics(self) -> str:
+        rooms = list(self.venue.rooms.values())
+        f = self.venue.follower
         out: list[str] = []
 
         limits = self.limits
