@@ -71,6 +71,7 @@ def cpu_seconds(pid: int) -> float:
 # with the server's reserve: beyond it the server cuts its listen backlog to 64, and 2500
 # screens moving to the other edge at once then wait for SYN retries (1 s, 3 s, 7 s …).
 MAX_VIEWERS = 10000
+SETTLE_S = 30.0  # after the last caption: how long screens still catching up are waited for
 
 
 def start_edge(redis_url: str) -> tuple[subprocess.Popen, int]:
@@ -154,7 +155,21 @@ def _measure(link, redis: subprocess.Popen, edges, viewers: int, captions: int, 
         link.sink.on_caption(Caption(id=uid, seq=0, kind=kind, start=uid * 3.0, end=uid * 3.0 + 2.5,
                                      emitted=uid * 3.0 + 3.0, lang="en", text=text,
                                      committed=text if kind == "final" else "", tentative=""))
-    time.sleep(3.0)
+    # Until every screen has the last final (screens get events in seq order: the earlier ones
+    # too, or a gap counted below), or SETTLE_S: the screens that moved catch up in this time.
+    last_sent = time.monotonic()
+    last_final = first_id + captions // 4 - 1
+    complete_s = None
+    while time.monotonic() - last_sent < SETTLE_S:
+        have = 0
+        for _, pipe in workers:
+            pipe.send(("has", last_final))
+            have += pipe.recv() if pipe.poll(10) else 0
+        if have >= viewers:
+            complete_s = time.monotonic() - last_sent
+            break
+        time.sleep(0.1)
+    time.sleep(0.5)
     window = time.monotonic() - t_cpu
     cpu = [cpu_seconds(p.pid) - c if p.poll() is None else None for (p, _), c in zip(edges, cpu0)]
     cpu += [cpu_seconds(redis.pid) - cpu0[2], _own_cpu_s() - cpu0[3], machine_busy_s() - cpu0[4]]
@@ -185,6 +200,7 @@ def _measure(link, redis: subprocess.Popen, edges, viewers: int, captions: int, 
                                                   "p99": ms(percentile(delays, 0.99)),
                                                   "max": ms(max(delays) if delays else None)},
             "gaps": gaps, "duplicates": sum(r["dups"] for r in results),
+            "all_screens_complete_after_last_caption_s": None if complete_s is None else round(complete_s, 2),
             "reconnects": sum(r["reconnects"] for r in results), "reconnect_failures": sum(r["failed"] for r in results),
             "resumed_after_ms": {"p50": ms(percentile(outages, 0.5)), "max": ms(max(outages) if outages else None)},
             "protocol_errors": sum(r["error_count"] for r in results),

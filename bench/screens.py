@@ -2,8 +2,8 @@
 
 Each ``Screen`` speaks the screen protocol as the overlay does (web/client.js): the HTTP
 upgrade, ``hello`` with ``since``/``session``, pongs to the server's pings, and after a lost
-connection a reconnect to the next server of its list after the overlay's first back-off
-(0.4–0.6 s), resuming where it was. What it does not do is what costs: it parses the server's
+connection a reconnect to the next server of its list after the overlay's spread first retry
+(0.25–2 s), resuming where it was. What it does not do is what costs: it parses the server's
 frames itself (unmasked, unfragmented, as a server sends them) and looks at a caption's bytes,
 not its JSON, so that a benchmark measures the server and not its clients. On uvloop when it
 is installed (its C transports read straight into one buffer), else on asyncio's own loop.
@@ -27,7 +27,8 @@ from array import array
 
 HOST = "127.0.0.1"
 CONNECTING = 64  # handshakes in flight per process (a listen backlog that overflows costs a 1 s SYN retry)
-RETRY_S = (0.4, 0.6)  # the overlay's first back-off: 500 ms ± 20 %
+RETRY_S = (0.4, 0.6)  # the overlay's first back-off after a failed attempt: 500 ms ± 20 %
+SPREAD_S = (0.25, 2.0)  # the overlay's first retry after losing a live connection (RECONNECT_SPREAD_MS)
 CAPTION = b'{"type":"caption","seq":'
 WELCOME = b'{"type":"welcome"'
 TEXT = b'"text":"'
@@ -114,7 +115,7 @@ class Screen(asyncio.Protocol):
         self.port_index = (self.port_index + 1) % len(self.fleet.ports)
         self.fleet.reconnects += 1
         loop = asyncio.get_running_loop()
-        loop.call_later(random.uniform(*RETRY_S), lambda: loop.create_task(self.connect()))
+        loop.call_later(random.uniform(*SPREAD_S), lambda: loop.create_task(self.connect()))
 
     # -- reading ----------------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
@@ -206,14 +207,21 @@ async def _run(ports: list[int], count: int, path: str, pipe) -> dict:
         loop.create_task(s.connect())
     await asyncio.wait_for(fleet.welcomed.wait(), 120)
     stop = asyncio.Event()
-    loop.add_reader(pipe.fileno(), stop.set)
+
+    def on_message() -> None:
+        os.set_blocking(pipe.fileno(), True)  # uvloop made it non-blocking; the figures are large
+        message = pipe.recv()
+        if isinstance(message, tuple) and message[0] == "has":  # how many screens have final id N
+            pipe.send(sum(1 for s in screens if message[1] in s.finals))
+        else:
+            stop.set()
+
+    loop.add_reader(pipe.fileno(), on_message)
     pipe.send("ready")
     cpu0 = _cpu_s()
     await stop.wait()
     loop.remove_reader(pipe.fileno())
-    os.set_blocking(pipe.fileno(), True)  # uvloop made it non-blocking; the figures are large
     cpu = _cpu_s() - cpu0
-    pipe.recv()
     fleet.stopping = True
     for s in screens:
         if s.transport is not None:

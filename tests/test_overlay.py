@@ -354,6 +354,37 @@ def test_overlay_survives_a_server_restart(page):
             second.stop(drain=0.2)
 
 
+def test_screens_that_lose_their_server_together_spread_their_first_retry(page):
+    """An edge that dies drops thousands of screens in one millisecond: each waits a random
+    0.25–2 s before its first retry (a burst of handshakes would stall the survivor), while the
+    operator's console, one client, comes back after the usual short back-off."""
+    first, _ = start_server()
+    try:
+        page.goto(base_url(first) + "/overlay.html?lang=en")
+        wait_live(page)
+        page.evaluate("""() => {
+            window.crowd = [];
+            for (let i = 0; i < 40; i++) {
+                const v = new subtitlerClient.Viewer({label: "screen " + i});
+                v.start();
+                window.crowd.push(v);
+            }
+            window.console1 = new subtitlerClient.Viewer({label: "console", spreadMs: 0});
+            window.console1.start();
+        }""")
+        page.wait_for_function("crowd.every(v => v.state.conn === 'live') && console1.state.conn === 'live'",
+                               timeout=10_000)
+        first.stop(drain=0.2)
+        page.wait_for_function("crowd.every(v => v.state.conn === 'reconnecting') && "
+                               "console1.state.conn === 'reconnecting'", timeout=10_000)
+        waits = page.evaluate("crowd.map(v => v.state.nextRetryMs)")
+        assert 250 <= min(waits) and max(waits) <= 2000, waits
+        assert max(waits) - min(waits) > 800, f"the screens would knock together: {sorted(waits)}"
+        assert 400 <= page.evaluate("console1.state.nextRetryMs") <= 600
+    finally:
+        first.stop(drain=0.2)
+
+
 def test_overlay_url_options(context, server, room):
     page = context.new_page()
     page.goto(base_url(server) + "/overlay.html")

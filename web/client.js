@@ -20,6 +20,10 @@
   var HEARTBEAT_TIMEOUT_MS = 5000;
   var BACKOFF_MIN_MS = 500;
   var BACKOFF_MAX_MS = 10000;
+  // A screen that loses a live connection waits 0.25 s to this long before the first retry: when
+  // an edge dies or a room resets, thousands of screens lose theirs in the same millisecond, and
+  // a server taking them all in one burst (a handshake costs many messages) delays every screen.
+  var RECONNECT_SPREAD_MS = 2000;
   var FILE_SERVER = "ws://127.0.0.1:8765";  // a page opened as a file (an OBS local-file source)
 
   // ---- language codes ---------------------------------------------------------------------------
@@ -127,11 +131,18 @@
     return Math.round(Math.max(BACKOFF_MIN_MS, Math.min(BACKOFF_MAX_MS, base * (0.8 + 0.4 * Math.random()))));
   }
 
+  function spread(maxMs) {
+    var least = BACKOFF_MIN_MS / 2;
+    return Math.round(least + Math.random() * Math.max(0, maxMs - least));
+  }
+
   // A WebSocket to `url` (a string, or a function giving one) that reconnects with back-off after
   // any failure and treats HEARTBEAT_TIMEOUT_MS without a message as a dead line. handlers:
   // open(line) once connected, message(obj, line) for each JSON object, down(closeEvent|undefined)
   // when the connection is lost (a reconnect is already scheduled unless stop() was called).
   // `attempt` counts failures since healthy() (the page calls it when the server accepted it).
+  // handlers.spreadMs: the first retry after a healthy connection waits a random 0.25 s–spreadMs
+  // (many clients losing one server at once), later ones back off as usual.
   function Line(url, handlers) {
     var self = this;
     var ws = null, retry = 0, watchdog = 0, stopped = true;
@@ -158,7 +169,7 @@
     function lost(code, reason, ev) {
       drop(code, reason);
       if (!stopped) {
-        self.nextRetryMs = backoff(self.attempt);
+        self.nextRetryMs = self.attempt === 0 && handlers.spreadMs ? spread(handlers.spreadMs) : backoff(self.attempt);
         self.attempt += 1;
         clearTimeout(retry);
         retry = setTimeout(open, self.nextRetryMs);
@@ -273,6 +284,7 @@
 
     var line = new Line(function () { state.server = target(); return state.server; }, {
       label: label,
+      spreadMs: options.spreadMs === undefined ? RECONNECT_SPREAD_MS : options.spreadMs,
       open: function (l) {
         sentSince = state.seq;
         var hello = { type: "hello", langs: options.langs ? options.langs() : ["*"], since: state.seq };
@@ -419,6 +431,8 @@
     load: load,
     save: save,
     backoff: backoff,
+    spread: spread,
+    RECONNECT_SPREAD_MS: RECONNECT_SPREAD_MS,
     Line: Line,
     Viewer: Viewer,
     Captions: Captions,
