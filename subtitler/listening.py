@@ -1,5 +1,5 @@
 """The listening socket's setting up: TLS, the open-file limit, bind errors, and this machine's
-addresses (what the pages' URLs and the allowed Origins name). Used by ``server.Server``."""
+addresses (what the pages' URLs and the allowed Origins name). Used by ``front.Front``."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """What the server answers over plain HTTP: responses, the files of web/, transcripts, QR codes.
 
-Pure helpers (no server state): ``server.Server`` routes each request to one of them.
+Pure helpers (no server state): ``front.Front`` routes each request to one of them.
 """
 
 from __future__ import annotations
