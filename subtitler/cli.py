@@ -368,8 +368,9 @@ def _load_host(config: Config, rooms: list[Config]):
     host = Host.load(config, rooms=rooms)
     asr = host.asr
     encoder = f"PyTorch {asr.encoding.dtype} encoder" if asr.encoder == "torch" else "CTranslate2 encoder"
-    print(f"Model ready: {asr.model_path} on {asr.device} ({asr.compute_type}, {encoder}).", file=sys.stderr,
-          flush=True)
+    partials = f"; partials: {host.partial_asr.model_path}" if host.partial_asr is not None else ""
+    print(f"Model ready: {asr.model_path} on {asr.device} ({asr.compute_type}, {encoder}){partials}.",
+          file=sys.stderr, flush=True)
     return host
 
 

@@ -55,6 +55,9 @@ class AsrConfig:
     """``[asr]``: speech recognition with Whisper; ``StreamingOptions.from_config`` takes it."""
 
     model: str = setting("base", "model name (tiny, tiny.en, base, small, large-v3, …) or a model folder")
+    partial_model: str = setting("", "a smaller Whisper model for partials only (tiny, tiny.en, or a folder), so "
+                                     "words reach the screens sooner while finals stay on asr.model; an English-"
+                                     "only one is used while the language is en; '' = asr.model for both")
     models_dir: str = setting("models", "local model store, searched before packages and the hub")
     device: str = setting("auto", "where Whisper runs", choices=["auto", "cpu", "cuda"])
     compute_type: str = setting("auto", "auto = float16 on CUDA, int8 on CPU", choices=COMPUTE_TYPES)

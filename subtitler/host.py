@@ -22,7 +22,7 @@ import numpy as np
 from .asr import Thresholds, WhisperASR
 from .captions import SAMPLE_RATE
 from .config import Config
-from .models import resolve_model
+from .models import ModelNotFoundError, resolve_model
 from .scheduler import FINAL, PARTIAL, PAUSE, URGENCY_NAMES, DecodeScheduler, Offer
 from .translate import TranslationConfigError, TranslationStage, build_stage
 
@@ -49,16 +49,33 @@ class CapacityError(ValueError):
     """Opening one more room would slow every room: refused with what to do instead."""
 
 
-def load_asr(config: Config, progress: bool = True) -> WhisperASR:
-    """Resolve and load the Whisper model (once per process)."""
+def load_asr(config: Config, progress: bool = True, model: str | None = None) -> WhisperASR:
+    """Resolve and load the Whisper model (once per process); ``model``: another than asr.model
+    with the same settings (the partial model)."""
     a = config.asr
-    path = resolve_model(a.model, a.models_dir, progress=progress)
+    path = resolve_model(model or a.model, a.models_dir, progress=progress)
     asr = WhisperASR(path, a.device, a.compute_type, a.cpu_threads,
                      Thresholds(a.no_speech_threshold, a.logprob_threshold, a.compression_ratio_threshold),
                      a.encoder)
-    if a.language != "auto" and a.language not in asr.languages:
+    if model is None and a.language != "auto" and a.language not in asr.languages:
         raise ValueError(f"asr.language = '{a.language}' is not a language of model '{a.model}'; "
                          f"allowed: auto, {', '.join(asr.languages)}")
+    return asr
+
+
+def load_partial_asr(config: Config, progress: bool = True) -> WhisperASR | None:
+    """asr.partial_model loaded, or None when it is unset or the main model itself."""
+    a = config.asr
+    if not a.partial_model or a.partial_model == a.model:
+        return None
+    try:
+        asr = load_asr(config, progress, model=a.partial_model)
+    except (ModelNotFoundError, ValueError, OSError) as e:
+        raise ModelNotFoundError(f"asr.partial_model = '{a.partial_model}': {e}") from None
+    if not asr.multilingual and a.language != "en":
+        log.warning("asr.partial_model '%s' is English-only: partials use it only while the language is en "
+                    "(asr.language = %s); other languages' partials stay on '%s'", a.partial_model, a.language,
+                    a.model)
     return asr
 
 
@@ -74,8 +91,10 @@ class Host:
     ``transcribe``); ``Host.load(config)`` loads what a venue's rooms need."""
 
     def __init__(self, asr: WhisperASR, *, translation: TranslationStage | None = None,
-                 config: Config | None = None, max_rooms: int = 0):
+                 config: Config | None = None, max_rooms: int = 0, partial_asr: WhisperASR | None = None):
         self.asr = asr
+        self.partial_asr = partial_asr  # a smaller model for partials (asr.partial_model), or None
+        self.partial_model_decodes = 0
         self.config = config or Config()
         self.translation = translation  # backends for every target any room may ask for
         # Rooms are batched on a GPU only, where one call fills what one utterance leaves idle.
@@ -106,6 +125,7 @@ class Host:
         for c in [config, *rooms]:
             check_translation(c)
         asr = load_asr(config, progress=progress)
+        partial_asr = load_partial_asr(config, progress=progress)
         targets = list(dict.fromkeys(t for c in [config, *rooms] for t in c.translate.targets))
         stage = None
         if targets:
@@ -116,7 +136,7 @@ class Host:
             stage = build_stage(dataclasses.replace(config.translate, targets=targets), asr=asr,
                                 glossary=config.glossary, source=source)
             stage.warmup()
-        return cls(asr, translation=stage, config=config, max_rooms=config.server.max_rooms)
+        return cls(asr, translation=stage, config=config, max_rooms=config.server.max_rooms, partial_asr=partial_asr)
 
     # -- translation per room -------------------------------------------------------------
     def stage_for(self, config: Config) -> TranslationStage | None:
@@ -286,9 +306,23 @@ class Host:
             return True
         return False
 
+    def asr_for(self, job) -> WhisperASR:
+        """The partial model for a plain partial it can hear; the main model for the rest: a
+        final, a decode at a pause (it may become the final), a translation, and a language an
+        English-only partial model does not speak."""
+        small = self.partial_asr
+        if small is None or job.final or job.may_finalize or job.task != "transcribe":
+            return self.asr
+        if not small.multilingual and job.language != "en":
+            return self.asr
+        return small
+
     def _decode_one(self, room: "Room", job) -> None:
+        asr = self.asr_for(job)
+        if asr is not self.asr:
+            self.partial_model_decodes += 1
         try:
-            decoding = self.asr.decode(job.audio, language=job.language, prior=job.prior, task=job.task,
+            decoding = asr.decode(job.audio, language=job.language, prior=job.prior, task=job.task,
                                        beam_size=job.beam_size, prefix=job.prefix, prompt=job.prompt,
                                        fallback=job.fallback, abandon=lambda: self._abandon(room, job))
         except Exception as e:  # surface it in that room's run(); the other rooms go on
@@ -342,6 +376,9 @@ class Host:
                   "layers or after the pass) for another room's final or decode at a pause.",
                   "# TYPE subtitler_host_partials_abandoned_total counter",
                   f"subtitler_host_partials_abandoned_total {self.abandoned_for_finals}",
+                  "# HELP subtitler_host_partial_model_decodes_total Partials decoded by asr.partial_model.",
+                  "# TYPE subtitler_host_partial_model_decodes_total counter",
+                  f"subtitler_host_partial_model_decodes_total {self.partial_model_decodes}",
                   "# HELP subtitler_host_rooms Rooms decoding on this host.",
                   "# TYPE subtitler_host_rooms gauge",
                   f"subtitler_host_rooms {len(self.rooms)}",

@@ -140,3 +140,100 @@ def test_a_partial_gives_way_to_another_rooms_pause_but_never_starves_its_screen
         assert host.abandoned_for_finals == 2
     finally:
         host.stop()
+
+
+# -- a smaller model for partials (asr.partial_model) ----------------------------------------------------
+
+class Model:
+    """Stands for a loaded model in the choice of which one decodes a job."""
+
+    def __init__(self, multilingual: bool):
+        self.multilingual, self.device, self.languages = multilingual, "cpu", ["en"]
+
+
+def job(*, final=False, may_finalize=False, language: str | None = "en", task="transcribe") -> DecodeJob:
+    return DecodeJob(utterance_id=1, final=final, audio=np.zeros(16000, np.float32), language=language, prior="en",
+                     beam_size=5 if final or may_finalize else 1, prefix="", prompt="", task=task, fallback=True,
+                     may_finalize=may_finalize)
+
+
+def test_partials_go_to_the_partial_model_and_everything_that_may_be_shown_as_final_to_the_main_one():
+    main, english, multilingual = Model(True), Model(False), Model(True)
+    assert Host(main).asr_for(job()) is main  # no partial model
+    host = Host(main, partial_asr=english)
+    assert host.asr_for(job()) is english
+    assert host.asr_for(job(final=True)) is main
+    assert host.asr_for(job(may_finalize=True)) is main  # a decode at a pause becomes the final
+    assert host.asr_for(job(task="translate")) is main
+    assert host.asr_for(job(language="es")) is main  # English-only: another language's partials stay
+    assert host.asr_for(job(language=None)) is main  # detected per utterance: it could be anything
+    host = Host(main, partial_asr=multilingual)
+    assert host.asr_for(job(language=None)) is multilingual
+    assert host.asr_for(job(language="es")) is multilingual
+    assert host.asr_for(job(final=True, language=None)) is main
+
+
+class Spy:
+    """A real model whose decodes are noted: (its name, beam size, seconds)."""
+
+    def __init__(self, asr, name: str, calls: list):
+        self.asr, self.name, self.calls = asr, name, calls
+
+    def __getattr__(self, attr):
+        return getattr(self.asr, attr)
+
+    def decode(self, audio, **kwargs):
+        t0 = time.perf_counter()
+        decoding = self.asr.decode(audio, **kwargs)
+        self.calls.append((self.name, kwargs["beam_size"], time.perf_counter() - t0))
+        return decoding
+
+
+def test_tiny_partials_beside_base_finals_on_real_speech(asr_base, asr_tiny_en, tmp_path):
+    import corpus
+    from subtitler.asr import normalize_for_match
+    from subtitler.audio import FileSource
+    from subtitler.config import Config
+    from subtitler.room import Room
+
+    stream = corpus.build_stream(tmp_path / "talk.wav", count=2, seed=4, min_duration=4.0, max_duration=6.5,
+                                 noise_db=-60.0)
+    config = Config().with_overrides({"asr.language": "en"})
+    calls: list = []
+    host = Host(Spy(asr_base, "base", calls), config=config, partial_asr=Spy(asr_tiny_en, "tiny.en", calls))
+    captions = []
+
+    class Sink:
+        def on_caption(self, caption) -> None:
+            captions.append(caption)
+
+    try:
+        Room(host, "main", FileSource(stream["wav"], realtime=True), [Sink()], config).run()
+    finally:
+        host.stop()
+    tiny = [c for c in calls if c[0] == "tiny.en"]
+    assert tiny and all(beam == 1 for _, beam, _ in tiny), calls  # greedy partials only
+    assert host.partial_model_decodes == len(tiny)
+    assert any(beam == 5 for name, beam, _ in calls if name == "base"), calls
+    finals = [c for c in captions if c.is_final and c.text]
+    partials = [c for c in captions if not c.is_final]
+    assert partials and len(finals) == len(stream["utterances"])
+    for u, final in zip(stream["utterances"], finals):  # the finals are base's, as good as alone
+        said = [normalize_for_match(w) for w in u["text"].split()]
+        heard = [normalize_for_match(w) for w in final.text.split()]
+        assert sum(w in heard for w in said) >= 0.8 * len(said), (u["text"], final.text)
+
+
+def test_a_partial_model_that_is_not_there_is_named_in_the_error(tmp_path):
+    import pytest
+
+    from subtitler.config import Config
+    from subtitler.host import load_partial_asr
+    from subtitler.models import ModelNotFoundError
+
+    config = Config().with_overrides({"asr.partial_model": str(tmp_path / "tiny")})
+    with pytest.raises(ModelNotFoundError) as e:
+        load_partial_asr(config)
+    assert str(e.value).startswith(f"asr.partial_model = '{tmp_path / 'tiny'}': model path")
+    assert "not a CTranslate2 Whisper model folder" in str(e.value)
+    assert load_partial_asr(Config().with_overrides({"asr.partial_model": "base"})) is None  # the main model
