@@ -164,7 +164,9 @@ def _measure(link, redis: subprocess.Popen, edges, viewers: int, captions: int, 
         have = 0
         for _, pipe in workers:
             pipe.send(("has", last_final))
-            have += pipe.recv() if pipe.poll(10) else 0
+            if not pipe.poll(60):  # an answer left unread would be taken for the figures later
+                raise RuntimeError("a viewer process did not answer")
+            have += pipe.recv()
         if have >= viewers:
             complete_s = time.monotonic() - last_sent
             break

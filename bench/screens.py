@@ -79,7 +79,8 @@ class Screen(asyncio.Protocol):
         self.finals: set[int] = set()
         self.dups = 0
         self.upgraded = False
-        self.welcomed = False
+        self.welcomed = False  # ever
+        self.healthy = False  # this connection was welcomed
         self.rest = b""
         self.lost_at: float | None = None
 
@@ -115,7 +116,10 @@ class Screen(asyncio.Protocol):
         self.port_index = (self.port_index + 1) % len(self.fleet.ports)
         self.fleet.reconnects += 1
         loop = asyncio.get_running_loop()
-        loop.call_later(random.uniform(*SPREAD_S), lambda: loop.create_task(self.connect()))
+        # the spread after a welcomed connection; a refused one backs off as the overlay does
+        wait = random.uniform(*(SPREAD_S if self.healthy else RETRY_S))
+        self.healthy = False
+        loop.call_later(wait, lambda: loop.create_task(self.connect()))
 
     # -- reading ----------------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
@@ -175,6 +179,7 @@ class Screen(asyncio.Protocol):
         if not payload.startswith(CAPTION):  # bytes, not JSON: a screen here must be cheap
             if payload.startswith(WELCOME):
                 self.session = json.loads(payload)["session"]
+                self.healthy = True
                 if self.lost_at is not None:
                     self.fleet.outages.append(now - self.lost_at)
                     self.lost_at = None

@@ -156,6 +156,8 @@ class EdgeRoom:
         else:
             return None
         log_.floor = max(log_.floor, floor)
+        if self.caught_up:  # live news of this session: its host is alive, whatever its registry says
+            self.fresh_at = time.monotonic()
         self.relayed += 1
         self.sent += viewers
         return time.time() - at if self.caught_up and viewers else None
@@ -228,7 +230,12 @@ class Follower:
             while True:
                 try:
                     if time.monotonic() >= next_registry:
-                        self._apply_registry(parse_registry(await self.client.hgetall(REGISTRY)))
+                        async with self.client.pipeline(transaction=False) as pipe:
+                            pipe.hgetall(REGISTRY)
+                            pipe.time()
+                            raw, (seconds, micros) = await pipe.execute()
+                        self._up()  # first: hosts are not judged on the time Redis was away
+                        self._apply_registry(parse_registry(raw), seconds + micros / 1e6)
                         next_registry = time.monotonic() + 1.0
                     rooms = self.edge.rooms
                     if not rooms:
@@ -278,28 +285,39 @@ class Follower:
             if name not in got:
                 room.caught_up = True
 
-    def _apply_registry(self, entries: dict[str, dict]) -> None:
+    def _apply_registry(self, entries: dict[str, dict], redis_now: float | None = None) -> None:
+        """``redis_now``: Redis's clock, against which an entry met for the first time is aged (a
+        new edge must not bring back for minutes the rooms of a host that died long ago)."""
         edge = self.edge
         rooms = dict(edge.rooms)
         changed = False
+        now = time.monotonic()
         for name, entry in entries.items():
             try:
                 check_room_name(name)
             except ValueError:
                 continue
-            if self.expired.get(name) == (entry["session"], entry.get("t")):
+            key = (entry["session"], entry.get("t"))
+            if self.expired.get(name) == key:
                 continue  # the entry a dead host left: the room stays closed until the host writes again
-            self.expired.pop(name, None)
+            seen = self.expired.pop(name, None) is not None or name in rooms
             room = rooms.get(name)
             if room is None or room.closed:
-                rooms[name] = EdgeRoom(name, entry, edge.config)
+                age = _age(entry, redis_now)
+                if not seen and age > self.expiry_s:
+                    # Only at first sight: a host whose clock is far behind Redis's writes a new
+                    # "t" a second later, and its room opens then.
+                    self.expired[name] = key
+                    continue
+                room = rooms[name] = EdgeRoom(name, entry, edge.config)
+                if not seen and age > self.stale_s:
+                    room.fresh_at = now - age  # silent since before this edge started
                 changed = True
             else:
                 room.update(entry)
             t = entry.get("t")
             if isinstance(t, (int, float)):
                 self.registry_at = max(self.registry_at or 0.0, float(t))
-        now = time.monotonic()
         for name, room in list(rooms.items()):
             self._judge(room, now)
             if room.closed:
@@ -457,6 +475,14 @@ class EdgeFront(Front):
         out += [f"subtitler_edge_delay_seconds_sum {f.delay_sum:.6f}",
                 f"subtitler_edge_delay_seconds_count {f.delay_count}"]
         return "\n".join(out) + "\n"
+
+
+def _age(entry: dict, redis_now: float | None) -> float:
+    """Seconds since the host wrote the entry, by Redis's clock (0 when unknown)."""
+    t = entry.get("t")
+    if redis_now is None or not isinstance(t, (int, float)):
+        return 0.0
+    return max(0.0, redis_now - float(t))
 
 
 def _host_only(path: str) -> Response:

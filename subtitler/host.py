@@ -70,12 +70,15 @@ def load_partial_asr(config: Config, progress: bool = True) -> WhisperASR | None
         return None
     try:
         asr = load_asr(config, progress, model=a.partial_model)
-    except (ModelNotFoundError, ValueError, OSError) as e:
+    except (ModelNotFoundError, ValueError, OSError, RuntimeError) as e:
         raise ModelNotFoundError(f"asr.partial_model = '{a.partial_model}': {e}") from None
     if not asr.multilingual and a.language != "en":
         log.warning("asr.partial_model '%s' is English-only: partials use it only while the language is en "
                     "(asr.language = %s); other languages' partials stay on '%s'", a.partial_model, a.language,
                     a.model)
+    # One decode now, so that the room's first partial does not pay for the model's start-up.
+    noise = (np.random.default_rng(0).standard_normal(SAMPLE_RATE) * 30).astype(np.int16)
+    asr.decode(noise, language="en", beam_size=1, fallback=False, known_speech=True)
     return asr
 
 
@@ -308,10 +311,12 @@ class Host:
 
     def asr_for(self, job) -> WhisperASR:
         """The partial model for a plain partial it can hear; the main model for the rest: a
-        final, a decode at a pause (it may become the final), a translation, and a language an
-        English-only partial model does not speak."""
+        final, a decode at a pause (it may become the final), a translation, an utterance whose
+        language is not known yet, and a language an English-only partial model does not speak."""
         small = self.partial_asr
         if small is None or job.final or job.may_finalize or job.task != "transcribe":
+            return self.asr
+        if job.language is None:  # detection stays with the main model: a partial's guess is kept
             return self.asr
         if not small.multilingual and job.language != "en":
             return self.asr
@@ -351,18 +356,31 @@ class Host:
         """Several rooms' decodes in one model call (where the model says batching pays)."""
         from .asr import DecodeRequest
 
+        groups: dict[int, list] = {}  # one call per model: partials may be on the partial model
+        for room, job in jobs:
+            groups.setdefault(id(self.asr_for(job)), []).append((room, job))
+        if len(groups) > 1:
+            for group in groups.values():  # the most urgent job's model first
+                if len(group) > 1:
+                    self._decode_batch(group)
+                else:
+                    self._decode_one(*group[0])
+            return
+        asr = self.asr_for(jobs[0][1])
         requests = [DecodeRequest(job.audio, language=job.language, prior=job.prior, task=job.task,
                                   beam_size=job.beam_size, prefix=job.prefix, prompt=job.prompt,
                                   fallback=job.fallback, abandon=(lambda r=room, j=job: self._abandon(r, j)))
                     for room, job in jobs]
         try:
-            decodings = self.asr.decode_batch(requests)
+            decodings = asr.decode_batch(requests)
         except Exception:  # one bad item must not take the others down: decode them one by one
             log.exception("batched decoding failed; decoding the %d rooms one by one", len(jobs))
             for room, job in jobs:
                 self._decode_one(room, job)
             return
         self.batches += 1
+        if asr is not self.asr:
+            self.partial_model_decodes += len(jobs)
         for (room, job), decoding in zip(jobs, decodings):
             self._finish(room, job, decoding)
 

@@ -404,6 +404,21 @@ def test_a_room_whose_host_died_shows_offline_then_closes_and_comes_back_with_a_
     assert any("closed here, its host silent" in r.message for r in caplog.records)
 
 
+def test_a_new_edge_does_not_bring_back_the_rooms_of_a_host_that_died_long_ago(redis_server):
+    # What a host killed an hour ago left in the registry (its clock in "t")
+    dead = {"title": "Old", "session": "s-old", "targets": [], "t": time.time() - 3600}
+    redis_server.cli("HSET", "subtitler:rooms", "old", json.dumps(dead))
+    with host(redis_server.url), edge(redis_server.url) as e:
+        wait_until(lambda: "hall" in e.rooms, what="the live host's room")
+        time.sleep(1.5)  # another registry read
+        assert "old" not in e.rooms
+        assert [r["name"] for r in json.loads(http_get(e.port, "/api/venue")[2])["rooms"]] == ["hall"]
+        assert http_get(e.port, "/rooms/old/live.html")[0] == 404
+        dead["t"] = time.time()  # a host writes the room again: it opens
+        redis_server.cli("HSET", "subtitler:rooms", "old", json.dumps(dead))
+        wait_until(lambda: "old" in e.rooms, what="the room written anew")
+
+
 # -- Redis down, restarted, slow ----------------------------------------------------------------------
 
 def test_redis_stopped_and_restarted_the_host_goes_on_and_edges_fill_the_gap(redis_server, caplog):
@@ -447,6 +462,25 @@ def test_redis_stopped_and_restarted_the_host_goes_on_and_edges_fill_the_gap(red
             assert await events(es2) == await events(hs2)
             for ws in (hs, es, es2, hs2):
                 await ws.close()
+        asyncio.run(main())
+
+
+def test_a_redis_outage_longer_than_the_room_expiry_closes_no_room(redis_server):
+    with host(redis_server.url) as h, edge(redis_server.url) as e:
+        e.follower.stale_s, e.follower.expiry_s = 1.0, 2.0
+        wait_until(lambda: "hall" in e.rooms, what="the edge to see the room")
+
+        async def main():
+            ws, _ = await view(e.port)
+            redis_server.stop()
+            await asyncio.sleep(3.5)  # the hosts cannot be heard, and that is not their silence
+            redis_server.start()
+            wait_until(lambda: h.publisher.connected and e.follower.connected, 15, "both back on Redis")
+            publish(h.rooms["hall"], *talk(1))
+            got = await events(ws, 2.0)  # the screen stayed connected (a closed one raises here)
+            assert finals_of(got) == [1]
+            assert not e.rooms["hall"].offline
+            await ws.close()
         asyncio.run(main())
 
 

@@ -6,6 +6,7 @@ others' (a batch's results all come at its end); on a GPU every chosen decode sh
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 
@@ -168,9 +169,9 @@ def test_partials_go_to_the_partial_model_and_everything_that_may_be_shown_as_fi
     assert host.asr_for(job(language="es")) is main  # English-only: another language's partials stay
     assert host.asr_for(job(language=None)) is main  # detected per utterance: it could be anything
     host = Host(main, partial_asr=multilingual)
-    assert host.asr_for(job(language=None)) is multilingual
     assert host.asr_for(job(language="es")) is multilingual
-    assert host.asr_for(job(final=True, language=None)) is main
+    assert host.asr_for(job(language=None)) is main  # detection is the main model's: a guess would stay
+    assert host.asr_for(job(final=True, language="es")) is main
 
 
 class Spy:
@@ -237,3 +238,18 @@ def test_a_partial_model_that_is_not_there_is_named_in_the_error(tmp_path):
     assert str(e.value).startswith(f"asr.partial_model = '{tmp_path / 'tiny'}': model path")
     assert "not a CTranslate2 Whisper model folder" in str(e.value)
     assert load_partial_asr(Config().with_overrides({"asr.partial_model": "base"})) is None  # the main model
+
+
+def test_gpu_batches_partials_on_the_partial_model_apart_from_finals():
+    main, small = FakeASR("cuda"), FakeASR("cuda")
+    small.multilingual = True
+    host = Host(main, partial_asr=small)
+    rooms = [(FakeRoom(n, threading.Event(), beam_size=5, prefix=""), dataclasses.replace(job(final=f), prompt=n))
+             for n, f in (("a", True), ("b", False), ("c", False), ("d", True))]
+    try:
+        host._decode_batch([(room, j) for room, j in rooms])
+    finally:
+        host.stop()
+    assert main.calls == [["a", "d"]] and small.calls == [["b", "c"]]
+    assert all(room.done.is_set() for room, _ in rooms)
+    assert host.partial_model_decodes == 2

@@ -141,11 +141,11 @@
   // open(line) once connected, message(obj, line) for each JSON object, down(closeEvent|undefined)
   // when the connection is lost (a reconnect is already scheduled unless stop() was called).
   // `attempt` counts failures since healthy() (the page calls it when the server accepted it).
-  // handlers.spreadMs: the first retry after a healthy connection waits a random 0.25 s–spreadMs
-  // (many clients losing one server at once), later ones back off as usual.
+  // handlers.spreadMs: the first retry after losing a healthy connection waits a random
+  // 0.25 s–spreadMs (many clients losing one server at once); failed attempts back off as usual.
   function Line(url, handlers) {
     var self = this;
-    var ws = null, retry = 0, watchdog = 0, stopped = true;
+    var ws = null, retry = 0, watchdog = 0, stopped = true, wasHealthy = false;
     this.attempt = 0;
     this.nextRetryMs = 0;
     this.label = handlers.label || "subtitler";
@@ -169,7 +169,10 @@
     function lost(code, reason, ev) {
       drop(code, reason);
       if (!stopped) {
-        self.nextRetryMs = self.attempt === 0 && handlers.spreadMs ? spread(handlers.spreadMs) : backoff(self.attempt);
+        // Spread only a loss after the server took us (healthy): a first connection that
+        // fails, or a retry that fails, backs off as usual.
+        self.nextRetryMs = wasHealthy && handlers.spreadMs ? spread(handlers.spreadMs) : backoff(self.attempt);
+        wasHealthy = false;
         self.attempt += 1;
         clearTimeout(retry);
         retry = setTimeout(open, self.nextRetryMs);
@@ -204,7 +207,7 @@
     }
 
     this.open = open;
-    this.healthy = function () { self.attempt = 0; };
+    this.healthy = function () { self.attempt = 0; wasHealthy = true; };
     this.connected = function () { return !!ws && ws.readyState === WebSocket.OPEN; };
     this.send = function (obj) {
       if (!ws || ws.readyState !== WebSocket.OPEN) return false;

@@ -384,7 +384,7 @@
 
   var viewer = new client.Viewer({
     label: "subtitler console",
-    spreadMs: 0,  // one operator: back at once (the spread is for crowds of screens)
+    spreadMs: 0,  // one operator: the usual 0.5 s back-off (the spread is for crowds of screens)
     langs: function () { return ["*"]; },
     welcome: function (m, info) {
       if (info.reset) {
