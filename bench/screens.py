@@ -112,7 +112,7 @@ class Screen(asyncio.Protocol):
         if self.fleet.stopping:
             return
         self.lost_at = time.monotonic()
-        # As the overlay: the next server of the list, after the first back-off, from the last seq.
+        # As the overlay: the next server of the list, after a spread or a back-off, from the last seq.
         self.port_index = (self.port_index + 1) % len(self.fleet.ports)
         self.fleet.reconnects += 1
         loop = asyncio.get_running_loop()
