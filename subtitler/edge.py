@@ -78,6 +78,7 @@ class EdgeRoom:
         self.session_id = entry["session"]
         self.sessions = {self.session_id}  # seen here: a stale registry never brings one back
         self.fresh_at = time.monotonic()  # when the host last rewrote the entry (this edge's clock)
+        self.entry: dict = {}
         self.update(entry)
         self._new_channel()
 
@@ -97,7 +98,7 @@ class EdgeRoom:
         # The host rewrites its entries every second with its clock in "t": an entry that stops
         # changing is a host that stopped (kill -9, a power cut) or lost Redis. Compared here, on
         # this edge's clock, so that the two machines' clocks need not agree.
-        if entry.get("t") != getattr(self, "entry", {}).get("t"):
+        if entry.get("t") != self.entry.get("t"):
             self.fresh_at = time.monotonic()
         self.entry = entry
         self.title = str(entry.get("title") or self.name)

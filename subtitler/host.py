@@ -22,6 +22,7 @@ import numpy as np
 from .asr import Thresholds, WhisperASR
 from .captions import SAMPLE_RATE
 from .config import Config
+from .metrics import family
 from .models import ModelNotFoundError, resolve_model
 from .scheduler import FINAL, PARTIAL, PAUSE, URGENCY_NAMES, DecodeScheduler, Offer
 from .translate import TranslationConfigError, TranslationStage, build_stage
@@ -323,13 +324,10 @@ class Host:
         return small
 
     def _decode_one(self, room: "Room", job) -> None:
-        asr = self.asr_for(job)
-        if asr is not self.asr:
-            self.partial_model_decodes += 1
         try:
-            decoding = asr.decode(job.audio, language=job.language, prior=job.prior, task=job.task,
-                                       beam_size=job.beam_size, prefix=job.prefix, prompt=job.prompt,
-                                       fallback=job.fallback, abandon=lambda: self._abandon(room, job))
+            decoding = self.asr_for(job).decode(
+                job.audio, language=job.language, prior=job.prior, task=job.task, beam_size=job.beam_size,
+                prefix=job.prefix, prompt=job.prompt, fallback=job.fallback, abandon=lambda: self._abandon(room, job))
         except Exception as e:  # surface it in that room's run(); the other rooms go on
             log.exception("decoding failed in room %s", room.name)
             room.fail(e)
@@ -338,6 +336,8 @@ class Host:
 
     def _finish(self, room: "Room", job, decoding) -> None:
         self.decodes += 1
+        if self.asr_for(job) is not self.asr:
+            self.partial_model_decodes += 1
         if not job.final and decoding.rejected != "abandoned":
             self._shown[room.name] = (job.utterance_id, job.samples)
         self._trace(room, job, decoding)
@@ -379,28 +379,19 @@ class Host:
                 self._decode_one(room, job)
             return
         self.batches += 1
-        if asr is not self.asr:
-            self.partial_model_decodes += len(jobs)
         for (room, job), decoding in zip(jobs, decodings):
             self._finish(room, job, decoding)
 
     def metrics_text(self) -> str:
         """Host-level lines for /metrics: the decoder's work, shared by every room."""
-        s = self.scheduler
-        lines = ["# HELP subtitler_host_decodes_total Decodes the host ran, by what was chosen.",
-                 "# TYPE subtitler_host_decodes_total counter"]
-        lines += [f'subtitler_host_decodes_total{{kind="{URGENCY_NAMES[k]}"}} {n}' for k, n in s.chosen.items()]
-        lines += ["# HELP subtitler_host_partials_abandoned_total Partials given up (between encoder "
-                  "layers or after the pass) for another room's final or decode at a pause.",
-                  "# TYPE subtitler_host_partials_abandoned_total counter",
-                  f"subtitler_host_partials_abandoned_total {self.abandoned_for_finals}",
-                  "# HELP subtitler_host_partial_model_decodes_total Partials decoded by asr.partial_model.",
-                  "# TYPE subtitler_host_partial_model_decodes_total counter",
-                  f"subtitler_host_partial_model_decodes_total {self.partial_model_decodes}",
-                  "# HELP subtitler_host_rooms Rooms decoding on this host.",
-                  "# TYPE subtitler_host_rooms gauge",
-                  f"subtitler_host_rooms {len(self.rooms)}",
-                  "# HELP subtitler_host_max_rooms Rooms this host takes before it refuses another.",
-                  "# TYPE subtitler_host_max_rooms gauge",
-                  f"subtitler_host_max_rooms {self._max_rooms if self._max_rooms > 0 else self.max_rooms}"]
+        lines = family("subtitler_host_decodes_total", "counter", "Decodes the host ran, by what was chosen.",
+                       [(f'kind="{URGENCY_NAMES[k]}"', n) for k, n in self.scheduler.chosen.items()])
+        lines += family("subtitler_host_partials_abandoned_total", "counter", "Partials given up (between encoder "
+                        "layers or after the pass) for another room's final or decode at a pause.",
+                        [("", self.abandoned_for_finals)])
+        lines += family("subtitler_host_partial_model_decodes_total", "counter",
+                        "Partials decoded by asr.partial_model.", [("", self.partial_model_decodes)])
+        lines += family("subtitler_host_rooms", "gauge", "Rooms decoding on this host.", [("", len(self.rooms))])
+        lines += family("subtitler_host_max_rooms", "gauge", "Rooms this host takes before it refuses another.",
+                        [("", self._max_rooms if self._max_rooms > 0 else self.max_rooms)])
         return "\n".join(lines) + "\n"
