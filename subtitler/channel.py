@@ -32,6 +32,9 @@ log = logging.getLogger("subtitler.server")
 
 CLOSE_TIMEOUT = 2.0  # a peer that does not answer our close frame is cut off after this
 WRITE_HIGH = 1 << 15  # bytes in a transport's buffer beyond which a client counts as behind
+# What a screen shows from a status (web/client.js, live.js): a change goes to every screen at the
+# next heartbeat even while captions flow (pause and resume also at once, by broadcast).
+SCREEN_FIELDS = ("paused", "offline", "language")
 
 
 class Overflow(Exception):
@@ -78,7 +81,8 @@ class Outbox:
 class Client:
     """One connection that receives messages: a screen, a console or a venue operator."""
 
-    __slots__ = ("ws", "transport", "role", "langs", "queue", "wake", "busy", "closing", "errors", "n")
+    __slots__ = ("ws", "transport", "role", "langs", "queue", "wake", "busy", "closing", "errors", "n",
+                 "heard", "status")
 
     def __init__(self, ws: ServerConnection, role: str, queue_limit: int, langs: frozenset[str] | None = None):
         self.ws, self.role, self.langs = ws, role, langs
@@ -91,6 +95,8 @@ class Client:
         self.closing = False
         self.errors = 0
         self.n = 0  # counter for reply keys
+        self.heard = False  # something was written to it since the last heartbeat
+        self.status: tuple | None = None  # the SCREEN_FIELDS of the last heartbeat it was sent
 
 
 def writable(ws: ServerConnection) -> bool:
@@ -113,6 +119,7 @@ def write_now(c: Client, data: bytes, frames: dict[bytes, bytes]) -> None:
         if frame is None:
             frame = frames[data] = text_frame(data)
         c.transport.write(frame)
+        c.heard = True
     elif ws.protocol.state is State.OPEN:  # pragma: no cover - extensions negotiated
         broadcast([ws], data, text=True)
 
@@ -199,6 +206,23 @@ class Fanout:
             for c in tuple(self.groups[role]):
                 self.offer(c, key, data, frames)
 
+    def heartbeat(self, status: dict, roles: Iterable[str]) -> None:
+        """The status of every second. Consoles get each one (their level meter and counters);
+        a screen only what it needs: one in each second in which nothing else reached it (it
+        takes 5 s of silence for a dead line) and any that changes what it shows
+        (``SCREEN_FIELDS``). While captions flow, the status messages a fan-out to thousands
+        of screens would cost each second are saved."""
+        data = dumps(status)
+        shown = tuple(status.get(k) for k in SCREEN_FIELDS)
+        frames: dict[bytes, bytes] = {}
+        for role in roles:
+            every = role != "viewer"
+            for c in tuple(self.groups[role]):
+                if every or not c.heard or c.status != shown:
+                    c.status = shown
+                    self.offer(c, ("status",), data, frames)
+                c.heard = False
+
     # -- closing ----------------------------------------------------------------------------
     def _drop_slow(self, c: Client, reason: str) -> None:
         self.metrics.slow_disconnects += 1
@@ -260,6 +284,7 @@ class Fanout:
     async def _send(self, c: Client, data: bytes) -> None:
         async with asyncio.timeout(self.client_timeout_s):
             await c.ws.send(data, text=True)
+        c.heard = True
 
 
 class Channel(Fanout):

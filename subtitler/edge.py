@@ -179,8 +179,12 @@ class EdgeRoom:
             status.update(offline=True, in_speech=False, lag=0.0)
         return status
 
-    def broadcast_status(self) -> None:
-        self.channel.broadcast(self.status(), ("viewer",))
+    def broadcast_status(self, heartbeat: bool = False) -> None:
+        """The status to every screen (a change), or as the heartbeat: to those that need it."""
+        if heartbeat:
+            self.channel.heartbeat(self.status(), ("viewer",))
+        else:
+            self.channel.broadcast(self.status(), ("viewer",))
 
     def summary(self, now: float) -> dict:
         summary = dict(self.entry.get("summary") or {"name": self.name, "title": self.title, "state": "idle"})

@@ -181,8 +181,12 @@ class RoomLink:
             "sender": (self.ingest.sender is not None) if self.ingest.source is not None else None,
         }
 
-    def broadcast_status(self) -> None:
-        self.channel.broadcast(self.status(), ("viewer", "console"))
+    def broadcast_status(self, heartbeat: bool = False) -> None:
+        """The status to every screen (a change), or as the heartbeat: to those that need it."""
+        if heartbeat:
+            self.channel.heartbeat(self.status(), ("viewer", "console"))
+        else:
+            self.channel.broadcast(self.status(), ("viewer", "console"))
 
     def state(self, now: float) -> str:
         if self.paused:

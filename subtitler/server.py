@@ -159,7 +159,7 @@ class Server:
                 self.operators.drop_unresponsive(now)
                 for link in self.rooms.values():
                     link.channel.drop_unresponsive(now)
-                    link.broadcast_status()
+                    link.broadcast_status(heartbeat=True)
                 self._refresh_capacity()
                 if self.operators.groups["operator"]:
                     self._push_venue()

@@ -390,3 +390,57 @@ def test_a_screen_that_stops_reading_is_closed_with_1013_before_the_keepalive_gi
         asyncio.run(main())
         metrics = http_get(server.port, "/metrics")[1].decode()
         assert 'subtitler_clients_disconnected_total{room="main",reason="slow"} 1' in metrics
+
+
+def first_pings(socks: list[socket.socket], t0: float, timeout: float) -> list[float | None]:
+    """Seconds from ``t0`` to the first ping frame the server sent on each socket (None: none came)."""
+    import selectors
+
+    sel = selectors.DefaultSelector()
+    for i, s in enumerate(socks):
+        s.setblocking(False)
+        sel.register(s, selectors.EVENT_READ, i)
+    firsts: list[float | None] = [None] * len(socks)
+    data = [b""] * len(socks)
+    deadline = t0 + timeout
+    while any(f is None for f in firsts) and time.monotonic() < deadline:
+        for key, _ in sel.select(0.05):
+            i = key.data
+            chunk = socks[i].recv(65536)
+            if not chunk:
+                sel.unregister(socks[i])
+                continue
+            data[i] += chunk
+            while len(data[i]) >= 2:  # the server's frames: unmasked
+                buf = data[i]
+                n, start = buf[1] & 0x7F, 2
+                if n == 126:
+                    n, start = int.from_bytes(buf[2:4], "big"), 4
+                if len(buf) < start + n:
+                    break
+                if buf[0] & 0x0F == 0x9 and firsts[i] is None:
+                    firsts[i] = time.monotonic() - t0
+                data[i] = buf[start + n:]
+    sel.close()
+    return firsts
+
+
+def test_screens_that_connect_together_are_pinged_spread_over_the_interval():
+    """The keepalive ping of each connection comes a random part of the interval later than
+    websockets' own: 2500 screens that connected together (an edge's restart) were pinged, and
+    answered, in one burst every 10 s that held an edge's caption fan-out up by ~0.2 s."""
+    from test_server import raw_upgrade
+
+    with running(client_timeout_s=2.0) as server:  # pings every 2 s
+        socks = [raw_upgrade(server.port, "/ws/view") for _ in range(30)]
+        hello = json.dumps({"type": "hello", "langs": ["*"]}).encode()
+        t0 = time.monotonic()
+        for s in socks:
+            s.sendall(bytes((0x81, 0x80 | len(hello))) + b"\0\0\0\0" + hello)  # masked with a zero key
+        firsts = first_pings(socks, t0, 6.0)
+        for s in socks:
+            s.close()
+    assert None not in firsts, firsts
+    print(f"first pings after {min(firsts):.2f}–{max(firsts):.2f} s")
+    assert min(firsts) >= 1.9 and max(firsts) <= 4.5, firsts  # one interval, then up to one more
+    assert max(firsts) - min(firsts) >= 0.8, firsts  # spread, not all at once (was < 0.1 s)

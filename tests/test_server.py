@@ -444,6 +444,69 @@ def test_control_requires_the_token_and_viewers_cannot_steer():
         asyncio.run(main())
 
 
+def test_screens_get_the_status_heartbeat_only_when_nothing_else_reached_them():
+    """While captions flow, a screen's line is alive without the status of every second, so an
+    edge with thousands of screens saves those messages; a change a screen shows still reaches
+    it, consoles (level meter, counters) still get every second's, and when the captions stop
+    the heartbeat resumes so that no screen takes its line for dead."""
+    with running() as server:
+        controls = Controls()
+        room(server).attach(controls, source_languages=Controls.languages)
+        flowing = threading.Event()
+        stop = threading.Event()
+
+        def feed():  # captions at 5 a second, as the engine publishes them, until told to stop
+            k = 0
+            flowing.set()
+            while not stop.is_set():
+                room(server).sink.on_caption(caption(k // 4, "final" if k % 4 == 3 else "partial"))
+                controls.audio_seconds += 0.2  # the status changes every second, as it does live
+                room(server).update_stats(controls.stats())
+                k += 1
+                time.sleep(0.2)
+
+        async def statuses_during(ws, seconds: float) -> list[dict]:
+            out, deadline = [], time.monotonic() + seconds
+            while (left := deadline - time.monotonic()) > 0:
+                try:
+                    msg = await recv_json(ws, left)
+                except TimeoutError:
+                    break
+                if msg["type"] == "status":
+                    out.append(msg)
+            return out
+
+        async def main():
+            viewer, _ = await join(server)
+            async with connect(ws_url(server, "/ws/control"), origin=f"http://{HOST}:{server.port}") as console:
+                await console.send(json.dumps({"type": "auth", "token": TOKEN}))
+                assert (await recv_json(console))["type"] == "ok"
+                # Idle: the heartbeat reaches the screen every second.
+                assert len(await statuses_during(viewer, 2.6)) >= 2
+                feeder = threading.Thread(target=feed, daemon=True)
+                feeder.start()
+                flowing.wait(5)
+                await asyncio.sleep(0.3)
+                both = await asyncio.gather(statuses_during(viewer, 3.5), statuses_during(console, 3.5))
+                assert both[0] == [], both[0]  # captions kept the screen's line alive
+                assert len(both[1]) >= 3  # the console's counters move every second
+                # A change the screen shows (the spoken language set elsewhere) reaches it at the
+                # next heartbeat, captions or not.
+                controls.language = "es"
+                seen = await statuses_during(viewer, 2.2)
+                assert [m["language"] for m in seen] == ["es"]
+                stop.set()
+                feeder.join(5)
+                # Captions over: the heartbeat is back within a second or so.
+                await drain_events(viewer, quiet=0.05)
+                assert len(await statuses_during(viewer, 2.6)) >= 2
+            await viewer.close()
+        try:
+            asyncio.run(main())
+        finally:
+            stop.set()
+
+
 def test_control_before_the_session_is_attached_says_not_ready():
     with running() as server:
         async def main():

@@ -6,7 +6,7 @@
  *  - addresses: a page under /rooms/NAME/ talks to /rooms/NAME/ws/…, one at the root to /ws/…
  *    (the default room of `subtitler run`);
  *  - Line: a WebSocket that reconnects with back-off and jitter, and treats 5 s without a
- *    message as a dead connection (the server sends `status` every second);
+ *    message as a dead connection (the server sends a `status` in every second without other news);
  *  - Viewer: a /ws/view stream on a Line: hello, welcome, resuming from the last seq of the same
  *    session, dropping replayed events already seen;
  *  - Captions: utterances by id (partial → final → translations of the same id, retractions).

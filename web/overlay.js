@@ -7,7 +7,7 @@
  * block of exactly `lines` lines; content sits at the block's bottom and grows upward, and each
  * change of its height is animated (FLIP), so lines roll up smoothly. The connection resumes
  * from the last `seq` after any failure, with exponential back-off and jitter; 5 s without a
- * message (the server sends `status` every second) counts as a dead connection. The
+ * message (the server sends a `status` in every second without other news) counts as a dead connection. The
  * connection, resuming and the captions by id are client.js's (shared with the other pages);
  * this file draws.
  *
