@@ -455,19 +455,19 @@ class EdgeFront(Front):
 
         limits = self.limits
         out += family("subtitler_connections", "gauge", "Open connections: TCP, and screens.",
-               [('kind="tcp"', limits.sockets), ('kind="viewer"', limits.count("viewer"))])
+                      [('kind="tcp"', limits.sockets), ('kind="viewer"', limits.count("viewer"))])
         out += family("subtitler_connections_refused_total", "counter", "Connections refused at the edge, by reason.",
-               [(f'reason="{k}"', v) for k, v in sorted({**limits.refused, "idle": self.evicted}.items())])
+                      [(f'reason="{k}"', v) for k, v in sorted({**limits.refused, "idle": self.evicted}.items())])
         out += family("subtitler_bad_requests_total", "counter", "Requests that were not one whole HTTP request.",
-               [("", self.bad_requests)])
+                      [("", self.bad_requests)])
         out += family("subtitler_edge_screens", "gauge", "Screens connected to this edge, by room.",
-               [(f'room="{r.name}"', len(r.channel.viewers)) for r in rooms])
+                      [(f'room="{r.name}"', len(r.channel.viewers)) for r in rooms])
         out += family("subtitler_edge_events_relayed_total", "counter", "Events read from Redis and passed on, by room.",
-               [(f'room="{r.name}"', r.relayed) for r in rooms])
+                      [(f'room="{r.name}"', r.relayed) for r in rooms])
         out += family("subtitler_edge_messages_sent_total", "counter", "Messages sent to screens (an event times the "
-               "screens that see it), by room.", [(f'room="{r.name}"', r.sent) for r in rooms])
+                      "screens that see it), by room.", [(f'room="{r.name}"', r.sent) for r in rooms])
         out += family("subtitler_edge_gaps_total", "counter", "Times the host no longer held events this edge had not "
-               "read (its screens were reset), by room.", [(f'room="{r.name}"', r.gaps) for r in rooms])
+                      "read (its screens were reset), by room.", [(f'room="{r.name}"', r.gaps) for r in rooms])
         out += family("subtitler_redis_connected", "gauge", "1 while this edge reads from Redis.", [("", int(f.connected))])
         out += family("subtitler_redis_outages_total", "counter", "Times Redis became unreachable.", [("", f.outages)])
         out += ["# HELP subtitler_edge_delay_seconds From the host's publication of an event to this edge's send "

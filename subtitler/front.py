@@ -318,23 +318,24 @@ class Front:
 
         limits = self.limits
         out += family("subtitler_connections", "gauge", "Open connections: TCP, and WebSocket places by role.",
-               [('kind="tcp"', limits.sockets)] + [(f'kind="{r}"', limits.count(r)) for r in ("viewer", "console", "sender")])
+                      [('kind="tcp"', limits.sockets)]
+                      + [(f'kind="{r}"', limits.count(r)) for r in ("viewer", "console", "sender")])
         out += family("subtitler_connections_refused_total", "counter", "Connections refused at the edge, by reason "
-               "(idle: dropped to make room, having sent nothing).",
-               [(f'reason="{k}"', v) for k, v in sorted({**limits.refused, "idle": self.evicted}.items())])
+                      "(idle: dropped to make room, having sent nothing).",
+                      [(f'reason="{k}"', v) for k, v in sorted({**limits.refused, "idle": self.evicted}.items())])
         out += family("subtitler_auth_failures_total", "counter", "Wrong or missing tokens.", [("", throttle.failures)])
         out += family("subtitler_auth_throttled_total", "counter", "Token attempts refused while their address had to wait.",
-               [("", throttle.throttled)])
+                      [("", throttle.throttled)])
         out += family("subtitler_bad_requests_total", "counter", "Requests that were not one whole HTTP request (answered 400).",
-               [("", self.bad_requests)])
+                      [("", self.bad_requests)])
         out += family("subtitler_audio_gaps_total", "counter", "Gaps in a room's audio that its sender reported (audio lost "
-               "before it could be sent).", [(f'room="{r.name}"', r.ingest.gaps) for r in rooms])
+                      "before it could be sent).", [(f'room="{r.name}"', r.ingest.gaps) for r in rooms])
         out += family("subtitler_audio_gap_seconds_total", "counter", "Seconds of audio in those gaps.",
-               [(f'room="{r.name}"', round(r.ingest.gap_seconds, 3)) for r in rooms])
+                      [(f'room="{r.name}"', round(r.ingest.gap_seconds, 3)) for r in rooms])
         out += family("subtitler_audio_resumes_total", "counter", "Senders that reconnected and resumed from the acknowledged "
-               "audio.", [(f'room="{r.name}"', r.ingest.resumes) for r in rooms])
+                      "audio.", [(f'room="{r.name}"', r.ingest.resumes) for r in rooms])
         out += family("subtitler_audio_sender_connected", "gauge", "1 while an audio sender is connected.",
-               [(f'room="{r.name}"', int(r.ingest.sender is not None)) for r in rooms])
+                      [(f'room="{r.name}"', int(r.ingest.sender is not None)) for r in rooms])
         if publisher is not None:
             out += publisher.metrics_lines()
         return "\n".join(out) + "\n"
