@@ -8,6 +8,8 @@ Layout in Redis (one database, ``redis://HOST:PORT/DB``):
   the event was published (for the edges' delay figures), ``e`` the event as screens see it.
 * ``subtitler:rooms`` — a hash, room name → JSON: title, session, default, targets, the room's
   venue summary and its last ``status``; rewritten every second (the edges' heartbeat source).
+  A host that dies leaves its entry; edges close its rooms, and remove the entry and its stream
+  an hour later (``edge.REGISTRY_PURGE_S``).
 
 Why the stream for live delivery too (``XREAD BLOCK``) rather than pub/sub: a follower holds
 the ID of the last entry it read, so after any disconnect (its own, Redis's restart) it asks

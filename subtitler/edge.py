@@ -43,6 +43,18 @@ XREAD_COUNT = 2000
 DELAYS_KEPT = 4096  # host publish → edge send delays kept for /metrics' quantiles
 HOST_STALE_S = 10.0  # a room's registry entry unchanged this long: its host is offline (screens, /healthz)
 ROOM_EXPIRY_S = 120.0  # ... and this long: the host died without closing it; the room closes here
+# ... and this long after that: the edge removes the dead entry and its stream from Redis, so that a
+# venue whose hosts crash now and then does not keep their rooms there forever
+REGISTRY_PURGE_S = 3600.0
+# Removes a dead room's entry and stream only if the entry is still the one judged dead: a host
+# that wrote it anew in the meantime keeps its room.
+PURGE_SCRIPT = """
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
+  redis.call('DEL', KEYS[2])
+  return redis.call('HDEL', KEYS[1], ARGV[1])
+end
+return 0
+"""
 HOST_ONLY = ("/console.html", "/console.js", "/console.css", "/api/session")
 
 
@@ -227,6 +239,10 @@ class Follower:
         self.delay_count = 0
         self.stale_s, self.expiry_s = HOST_STALE_S, ROOM_EXPIRY_S
         self.expired: dict[str, tuple] = {}  # room → (session, t) of the dead entry it closed on
+        self.expired_at: dict[str, float] = {}  # room → when this edge judged its entry dead
+        self.purge_s = REGISTRY_PURGE_S
+        self.purged = 0
+        self.purging = True  # until Redis refuses the script (an ACL without EVAL)
 
     async def run(self) -> None:
         backoff = BACKOFF_MIN
@@ -241,6 +257,7 @@ class Follower:
                             raw, (seconds, micros) = await pipe.execute()
                         self._up()  # first: hosts are not judged on the time Redis was away
                         self._apply_registry(parse_registry(raw), seconds + micros / 1e6)
+                        await self._purge(raw)
                         next_registry = time.monotonic() + 1.0
                     rooms = self.edge.rooms
                     if not rooms:
@@ -305,6 +322,7 @@ class Follower:
             key = (entry["session"], entry.get("t"))
             if self.expired.get(name) == key:
                 continue  # the entry a dead host left: the room stays closed until the host writes again
+            self.expired_at.pop(name, None)
             seen = self.expired.pop(name, None) is not None or name in rooms
             room = rooms.get(name)
             if room is None or room.closed:
@@ -312,7 +330,7 @@ class Follower:
                 if not seen and age > self.expiry_s:
                     # Only at first sight: a host whose clock is far behind Redis's writes a new
                     # "t" a second later, and its room opens then.
-                    self.expired[name] = key
+                    self._expire(name, key, now)
                     continue
                 room = rooms[name] = EdgeRoom(name, entry, edge.config)
                 if not seen and age > self.stale_s:
@@ -348,9 +366,40 @@ class Follower:
         if silent > self.expiry_s and not room.closed:
             log.warning("room %s: closed here, its host silent for %.0f s; it opens again when the host writes",
                         room.name, silent)
-            self.expired[room.name] = (room.entry["session"], room.entry.get("t"))
+            self._expire(room.name, (room.entry["session"], room.entry.get("t")), now)
             room.closed = True
             room.close_screens("room closed")
+
+    def _expire(self, name: str, key: tuple, now: float) -> None:
+        self.expired[name] = key
+        self.expired_at.setdefault(name, now)
+
+    async def _purge(self, raw: dict) -> None:
+        """Remove from Redis the entries (and streams) judged dead ``purge_s`` ago on this edge's
+        own clock: every edge may, whichever comes first; only an entry still unchanged goes."""
+        from redis.exceptions import ResponseError
+
+        now = time.monotonic()
+        for name, since in list(self.expired_at.items()):
+            value = raw.get(name.encode(), raw.get(name))
+            if value is None:  # gone already (another edge, or the host closed it)
+                self.expired_at.pop(name, None)
+                self.expired.pop(name, None)
+                continue
+            if not self.purging or now - since < self.purge_s:
+                continue
+            try:
+                removed = await self.client.eval(PURGE_SCRIPT, 2, REGISTRY, stream_key(name), name, value)
+            except ResponseError as e:  # not a failure of Redis: this edge may not run scripts
+                self.purging = False
+                log.warning("cannot remove dead rooms from Redis (%s); they stay in %s, and edges ignore them",
+                            e, REGISTRY)
+                return
+            if removed:
+                self.purged += 1
+                self.expired_at.pop(name, None)
+                self.expired.pop(name, None)
+                log.info("room %s: its dead entry and stream removed from Redis", name)
 
     def _close(self, room: EdgeRoom) -> None:
         """A room the host closed: its URLs answer 404 from now on, its screens are closed (1001)."""
@@ -470,6 +519,8 @@ class EdgeFront(Front):
                       "read (its screens were reset), by room.", [(f'room="{r.name}"', r.gaps) for r in rooms])
         out += family("subtitler_redis_connected", "gauge", "1 while this edge reads from Redis.", [("", int(f.connected))])
         out += family("subtitler_redis_outages_total", "counter", "Times Redis became unreachable.", [("", f.outages)])
+        out += family("subtitler_edge_rooms_purged_total", "counter", "Dead hosts' rooms this edge removed from Redis.",
+                      [("", f.purged)])
         out += ["# HELP subtitler_edge_delay_seconds From the host's publication of an event to this edge's send "
                 "(wall clocks: keep them in sync), over the last events.",
                 "# TYPE subtitler_edge_delay_seconds summary"]

@@ -27,7 +27,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from subtitler.config import ServerConfig
-from subtitler.edge import EdgeServer
+from subtitler.edge import PURGE_SCRIPT, EdgeServer
 from subtitler.server import Server, ServerError
 from test_server import HOST, caption, http_get, parse_prometheus, recv_json, wait_until
 from test_tls import make_certificate
@@ -417,6 +417,47 @@ def test_a_new_edge_does_not_bring_back_the_rooms_of_a_host_that_died_long_ago(r
         dead["t"] = time.time()  # a host writes the room again: it opens
         redis_server.cli("HSET", "subtitler:rooms", "old", json.dumps(dead))
         wait_until(lambda: "old" in e.rooms, what="the room written anew")
+
+
+def test_an_edge_removes_what_a_dead_host_left_in_redis_and_nothing_a_live_host_wrote(redis_server):
+    """A venue whose hosts crash now and then would otherwise keep their rooms in Redis forever:
+    an edge removes an entry (and its stream) that it has judged dead for ``purge_s``."""
+    dead = json.dumps({"title": "Old", "session": "s-old", "targets": [], "t": time.time() - 3600})
+    redis_server.cli("HSET", "subtitler:rooms", "old", dead)
+    redis_server.cli("XADD", "subtitler:room:old", "*", "seq", "1")
+    with host(redis_server.url), edge(redis_server.url) as e:
+        e.follower.purge_s = 2.0
+        wait_until(lambda: "hall" in e.rooms, what="the live host's room")
+        assert redis_server.cli("HEXISTS", "subtitler:rooms", "old").strip() == "1"  # not at once
+        wait_until(lambda: redis_server.cli("HEXISTS", "subtitler:rooms", "old").strip() == "0", 10,
+                   "the dead entry to be removed")
+        assert redis_server.cli("EXISTS", "subtitler:room:old").strip() == "0"
+        assert redis_server.cli("HEXISTS", "subtitler:rooms", "hall").strip() == "1"  # the live one stays
+        assert parse_prometheus(http_get(e.port, "/metrics")[2].decode())["subtitler_edge_rooms_purged_total"] == 1
+        assert "hall" in e.rooms and "old" not in e.rooms
+    # Only the entry judged dead goes: one a host wrote anew since stays, with its stream.
+    redis_server.cli("HSET", "subtitler:rooms", "back", "new")
+    redis_server.cli("XADD", "subtitler:room:back", "*", "seq", "1")
+    assert redis_server.cli("EVAL", PURGE_SCRIPT, "2", "subtitler:rooms", "subtitler:room:back", "back",
+                            "old").strip() == "0"
+    assert redis_server.cli("HGET", "subtitler:rooms", "back").strip() == "new"
+    assert redis_server.cli("EXISTS", "subtitler:room:back").strip() == "1"
+
+
+def test_an_edge_that_may_not_run_scripts_leaves_dead_rooms_in_redis_and_goes_on(redis_server, caplog):
+    redis_server.cli("ACL", "SETUSER", "edge", "on", ">edge-pass", "~*", "&*", "+@all", "-eval")
+    dead = json.dumps({"title": "Old", "session": "s-old", "targets": [], "t": time.time() - 3600})
+    redis_server.cli("HSET", "subtitler:rooms", "old", dead)
+    url = f"redis://edge:edge-pass@{HOST}:{redis_server.port}/0"
+    with host(redis_server.url), edge(url) as e:
+        e.follower.purge_s = 0.5
+        wait_until(lambda: not e.follower.purging, 10, "the refused script")
+        time.sleep(1.5)
+        assert e.follower.connected and e.follower.outages == 0  # a refusal is not an outage
+        assert "hall" in e.rooms
+        assert redis_server.cli("HEXISTS", "subtitler:rooms", "old").strip() == "1"
+    warnings = [r.getMessage() for r in caplog.records if "cannot remove dead rooms" in r.getMessage()]
+    assert len(warnings) == 1 and "they stay in subtitler:rooms" in warnings[0], warnings
 
 
 # -- Redis down, restarted, slow ----------------------------------------------------------------------
