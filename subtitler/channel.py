@@ -35,6 +35,7 @@ WRITE_HIGH = 1 << 15  # bytes in a transport's buffer beyond which a client coun
 # What a screen shows from a status (web/client.js, live.js): a change goes to every screen at the
 # next heartbeat even while captions flow (pause and resume also at once, by broadcast).
 SCREEN_FIELDS = ("paused", "offline", "language")
+OPEN = State.OPEN  # bound once: an enum member looked up on its class costs ~0.2 µs a time (3.11)
 
 
 class Overflow(Exception):
@@ -101,7 +102,7 @@ class Client:
 
 def writable(ws: ServerConnection) -> bool:
     """Frames may go straight to the transport: open, no fragmented send, no extension."""
-    return ws.protocol.state is State.OPEN and ws.send_in_progress is None and not ws.protocol.extensions
+    return ws.protocol.state is OPEN and ws.send_in_progress is None and not ws.protocol.extensions
 
 
 def write_now(c: Client, data: bytes, frames: dict[bytes, bytes]) -> None:
