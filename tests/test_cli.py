@@ -461,7 +461,10 @@ def test_ctrl_c_finishes_the_caption_being_spoken(long_stream, cwd):
 # ``subtitler`` whose model loading takes a minute (a large model on a slow disk), so that a
 # Ctrl-C lands inside it every time, not only when the test wins a race against a 1 s load.
 SLOW_LOAD = """
-import runpy, sys, time
+import runpy, signal, sys, time
+# As in a terminal: Ctrl-C raises KeyboardInterrupt even when the tests were started as a
+# background job, whose children inherit SIGINT ignored (a clean-clone run timed out so).
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from subtitler import host
 load = host.Host.load.__func__
 def slow(cls, *args, **kwargs):
