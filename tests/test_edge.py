@@ -27,6 +27,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from subtitler.config import ServerConfig
+import subtitler.edge as edge_module
 from subtitler.edge import PURGE_SCRIPT, EdgeServer
 from subtitler.server import Server, ServerError
 from test_server import HOST, caption, http_get, parse_prometheus, recv_json, wait_until
@@ -419,19 +420,21 @@ def test_a_new_edge_does_not_bring_back_the_rooms_of_a_host_that_died_long_ago(r
         wait_until(lambda: "old" in e.rooms, what="the room written anew")
 
 
-def test_an_edge_removes_what_a_dead_host_left_in_redis_and_nothing_a_live_host_wrote(redis_server):
+def test_an_edge_removes_what_a_dead_host_left_in_redis_and_nothing_a_live_host_wrote(redis_server, monkeypatch):
     """A venue whose hosts crash now and then would otherwise keep their rooms in Redis forever:
     an edge removes an entry (and its stream) that it has judged dead for ``purge_s``."""
+    monkeypatch.setattr(edge_module, "REGISTRY_PURGE_S", 3.0)
     dead = json.dumps({"title": "Old", "session": "s-old", "targets": [], "t": time.time() - 3600})
     redis_server.cli("HSET", "subtitler:rooms", "old", dead)
     redis_server.cli("XADD", "subtitler:room:old", "*", "seq", "1")
     with host(redis_server.url), edge(redis_server.url) as e:
-        e.follower.purge_s = 2.0
-        wait_until(lambda: "hall" in e.rooms, what="the live host's room")
-        assert redis_server.cli("HEXISTS", "subtitler:rooms", "old").strip() == "1"  # not at once
-        wait_until(lambda: redis_server.cli("HEXISTS", "subtitler:rooms", "old").strip() == "0", 10,
+        wait_until(lambda: "old" in e.follower.expired_at, what="the entry judged dead")
+        judged = e.follower.expired_at["old"]
+        wait_until(lambda: redis_server.cli("HEXISTS", "subtitler:rooms", "old").strip() == "0", 15,
                    "the dead entry to be removed")
+        assert time.monotonic() - judged >= 3.0  # not before it had been dead that long
         assert redis_server.cli("EXISTS", "subtitler:room:old").strip() == "0"
+        wait_until(lambda: "hall" in e.rooms, what="the live host's room")
         assert redis_server.cli("HEXISTS", "subtitler:rooms", "hall").strip() == "1"  # the live one stays
         assert parse_prometheus(http_get(e.port, "/metrics")[2].decode())["subtitler_edge_rooms_purged_total"] == 1
         assert "hall" in e.rooms and "old" not in e.rooms
