@@ -392,8 +392,9 @@ def test_a_screen_that_stops_reading_is_closed_with_1013_before_the_keepalive_gi
         assert 'subtitler_clients_disconnected_total{room="main",reason="slow"} 1' in metrics
 
 
-def first_pings(socks: list[socket.socket], t0: float, timeout: float) -> list[float | None]:
-    """Seconds from ``t0`` to the first ping frame the server sent on each socket (None: none came)."""
+def first_pings(socks: list[socket.socket], opened: list[float], timeout: float) -> list[float | None]:
+    """Seconds from each socket's ``opened`` to the first ping frame the server sent on it (None:
+    none came within ``timeout`` of the last one opened)."""
     import selectors
 
     sel = selectors.DefaultSelector()
@@ -402,7 +403,7 @@ def first_pings(socks: list[socket.socket], t0: float, timeout: float) -> list[f
         sel.register(s, selectors.EVENT_READ, i)
     firsts: list[float | None] = [None] * len(socks)
     data = [b""] * len(socks)
-    deadline = t0 + timeout
+    deadline = max(opened) + timeout
     while any(f is None for f in firsts) and time.monotonic() < deadline:
         for key, _ in sel.select(0.05):
             i = key.data
@@ -419,7 +420,7 @@ def first_pings(socks: list[socket.socket], t0: float, timeout: float) -> list[f
                 if len(buf) < start + n:
                     break
                 if buf[0] & 0x0F == 0x9 and firsts[i] is None:
-                    firsts[i] = time.monotonic() - t0
+                    firsts[i] = time.monotonic() - opened[i]
                 data[i] = buf[start + n:]
     sel.close()
     return firsts
@@ -432,12 +433,13 @@ def test_screens_that_connect_together_are_pinged_spread_over_the_interval():
     from test_server import raw_upgrade
 
     with running(client_timeout_s=2.0) as server:  # pings every 2 s
-        socks = [raw_upgrade(server.port, "/ws/view") for _ in range(30)]
         hello = json.dumps({"type": "hello", "langs": ["*"]}).encode()
-        t0 = time.monotonic()
-        for s in socks:
-            s.sendall(bytes((0x81, 0x80 | len(hello))) + b"\0\0\0\0" + hello)  # masked with a zero key
-        firsts = first_pings(socks, t0, 6.0)
+        socks, opened = [], []
+        for _ in range(30):
+            socks.append(raw_upgrade(server.port, "/ws/view"))
+            opened.append(time.monotonic())  # the server's side opened just before
+            socks[-1].sendall(bytes((0x81, 0x80 | len(hello))) + b"\0\0\0\0" + hello)  # masked, zero key
+        firsts = first_pings(socks, opened, 6.0)
         for s in socks:
             s.close()
     assert None not in firsts, firsts
