@@ -238,8 +238,8 @@ class Follower:
         self.delay_sum = 0.0
         self.delay_count = 0
         self.stale_s, self.expiry_s = HOST_STALE_S, ROOM_EXPIRY_S
-        self.expired: dict[str, tuple] = {}  # room → (session, t) of the dead entry it closed on
-        self.expired_at: dict[str, float] = {}  # room → when this edge judged its entry dead
+        # room → ((session, t) of the dead entry it closed on, when this edge judged it dead)
+        self.expired: dict[str, tuple[tuple, float]] = {}
         self.purge_s = REGISTRY_PURGE_S
         self.purged = 0
         self.purging = True  # until Redis refuses the script (an ACL without EVAL)
@@ -320,9 +320,9 @@ class Follower:
             except ValueError:
                 continue
             key = (entry["session"], entry.get("t"))
-            if self.expired.get(name) == key:
+            dead = self.expired.get(name)
+            if dead is not None and dead[0] == key:
                 continue  # the entry a dead host left: the room stays closed until the host writes again
-            self.expired_at.pop(name, None)
             seen = self.expired.pop(name, None) is not None or name in rooms
             room = rooms.get(name)
             if room is None or room.closed:
@@ -371,8 +371,7 @@ class Follower:
             room.close_screens("room closed")
 
     def _expire(self, name: str, key: tuple, now: float) -> None:
-        self.expired[name] = key
-        self.expired_at.setdefault(name, now)
+        self.expired[name] = (key, now)
 
     async def _purge(self, raw: dict) -> None:
         """Remove from Redis the entries (and streams) judged dead ``purge_s`` ago on this edge's
@@ -380,11 +379,10 @@ class Follower:
         from redis.exceptions import ResponseError
 
         now = time.monotonic()
-        for name, since in list(self.expired_at.items()):
+        for name, (_, since) in list(self.expired.items()):
             value = raw.get(name.encode(), raw.get(name))
             if value is None:  # gone already (another edge, or the host closed it)
-                self.expired_at.pop(name, None)
-                self.expired.pop(name, None)
+                del self.expired[name]
                 continue
             if not self.purging or now - since < self.purge_s:
                 continue
@@ -397,8 +395,7 @@ class Follower:
                 return
             if removed:
                 self.purged += 1
-                self.expired_at.pop(name, None)
-                self.expired.pop(name, None)
+                del self.expired[name]
                 log.info("room %s: its dead entry and stream removed from Redis", name)
 
     def _close(self, room: EdgeRoom) -> None:

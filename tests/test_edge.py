@@ -428,8 +428,8 @@ def test_an_edge_removes_what_a_dead_host_left_in_redis_and_nothing_a_live_host_
     redis_server.cli("HSET", "subtitler:rooms", "old", dead)
     redis_server.cli("XADD", "subtitler:room:old", "*", "seq", "1")
     with host(redis_server.url), edge(redis_server.url) as e:
-        wait_until(lambda: "old" in e.follower.expired_at, what="the entry judged dead")
-        judged = e.follower.expired_at["old"]
+        wait_until(lambda: "old" in e.follower.expired, what="the entry judged dead")
+        judged = e.follower.expired["old"][1]
         wait_until(lambda: redis_server.cli("HEXISTS", "subtitler:rooms", "old").strip() == "0", 15,
                    "the dead entry to be removed")
         assert time.monotonic() - judged >= 3.0  # not before it had been dead that long
