@@ -42,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from corpus import percentile  # noqa: E402
+from machine import cpu_times_s  # noqa: E402
 from screens import delays_of, screens_process  # noqa: E402
 
 HOST = "127.0.0.1"
@@ -55,12 +56,6 @@ def free_port() -> int:
 
 
 # -- processes ------------------------------------------------------------------------------------
-
-def machine_busy_s() -> float:
-    """CPU seconds this machine has spent busy (every core, every process, the kernel's too)."""
-    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")  # less idle and iowait
-
 
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
@@ -136,7 +131,7 @@ def _measure(link, redis: subprocess.Popen, edges, viewers: int, captions: int, 
     time.sleep(2.0)  # welcomes and histories out
     # CPU over the run, per part: the edges, Redis, this process (the host: its loop, its Redis
     # publisher and the caption feed) and the viewer processes (their own figure, from "ready").
-    cpu0 = [cpu_seconds(p.pid) for p, _ in edges] + [cpu_seconds(redis.pid), _own_cpu_s(), machine_busy_s()]
+    cpu0 = [cpu_seconds(p.pid) for p, _ in edges] + [cpu_seconds(redis.pid), _own_cpu_s(), *cpu_times_s()]
     t_cpu = time.monotonic()
     filler = "the budget for next year has been approved by the committee after a long debate"
     start = time.monotonic()
@@ -174,7 +169,8 @@ def _measure(link, redis: subprocess.Popen, edges, viewers: int, captions: int, 
     time.sleep(0.5)
     window = time.monotonic() - t_cpu
     cpu = [cpu_seconds(p.pid) - c if p.poll() is None else None for (p, _), c in zip(edges, cpu0)]
-    cpu += [cpu_seconds(redis.pid) - cpu0[2], _own_cpu_s() - cpu0[3], machine_busy_s() - cpu0[4]]
+    cpu += [cpu_seconds(redis.pid) - cpu0[2], _own_cpu_s() - cpu0[3]]
+    cpu += [now - then for now, then in zip(cpu_times_s(), cpu0[4:])]
     results = []
     for p, pipe in workers:
         pipe.send("stop")
@@ -209,7 +205,9 @@ def _measure(link, redis: subprocess.Popen, edges, viewers: int, captions: int, 
             "cpu_percent": {"edges": [percent(c) for c in cpu[:2]], "redis": percent(cpu[2]),
                             "host": percent(cpu[3]), "viewers": [percent(r["cpu_s"]) for r in results],
                             # all of it (of 100 × cores): the above, the kernel's own work, and other jobs
-                            "machine": percent(cpu[4])},
+                            "machine": percent(cpu[4]),
+                            # the hypervisor's other guests on these cores (bench/machine.py)
+                            "stolen": percent(cpu[5])},
             "connect_s": round(connect_s, 1), "viewer_processes": len(workers), "viewer_loop": results[0]["loop"]}
 
 

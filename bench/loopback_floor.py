@@ -34,6 +34,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from corpus import percentile  # noqa: E402
+from machine import cpu_times_s  # noqa: E402
 
 HOST = "127.0.0.1"
 STAMP = struct.Struct("<d")
@@ -42,11 +43,6 @@ STAMP = struct.Struct("<d")
 def _own_cpu_s() -> float:
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
-
-
-def machine_busy_s() -> float:
-    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
 
 
 def sender(listener: socket.socket, count: int, pipe, events: int, rate: float, size: int) -> None:
@@ -139,7 +135,7 @@ def run(connections: int, events: int, rate: float, size: int) -> dict:
     for pipe in pipes + readers:
         if pipe.recv() != "ready":
             raise RuntimeError("a process did not start")
-    busy0 = machine_busy_s()
+    busy0, stolen0 = cpu_times_s()
     t0 = time.monotonic()
     start = t0 + 0.5
     for pipe in readers + pipes:
@@ -147,7 +143,8 @@ def run(connections: int, events: int, rate: float, size: int) -> dict:
     sender_cpu = [pipe.recv() for pipe in pipes]
     results = [pipe.recv() for pipe in readers]
     window = time.monotonic() - t0
-    busy = machine_busy_s() - busy0
+    busy, stolen = cpu_times_s()
+    busy, stolen = busy - busy0, stolen - stolen0
     for pipe in pipes + readers:
         pipe.send("stop")
     for p in procs:
@@ -161,7 +158,7 @@ def run(connections: int, events: int, rate: float, size: int) -> dict:
                          "p99": ms(percentile(delays, 0.99)), "max": ms(max(delays) if delays else None)},
             "cpu_percent": {"senders": [percent(c) for c in sender_cpu],
                             "readers": [percent(r["cpu_s"]) for r in results],
-                            "machine": percent(busy)},
+                            "machine": percent(busy), "stolen": percent(stolen)},
             "cpu_us_per_message": round(1e6 * (sum(sender_cpu) + sum(r["cpu_s"] for r in results))
                                         / max(1, len(delays)), 1)}
 
