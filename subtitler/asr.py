@@ -161,6 +161,12 @@ def normalize_for_match(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
 
 
+def spelled(text: str) -> bool:
+    """Has the text any letters (of any script), i.e. words spelled in some language, not
+    only digits and signs?"""
+    return any(c.isalpha() for c in text)
+
+
 def is_known_hallucination(text: str, confident: bool) -> bool:
     key = normalize_for_match(text)
     if not key:
@@ -553,10 +559,16 @@ class WhisperASR:
             if text and text == best[5][0]:
                 # the same words in both: the text says which language it is in, and the decoder
                 # finds it likelier under that language's token
-                better = logprob > best[5][1]
+                better = spelled(text) and logprob > best[5][1]
             else:
                 better = score(language) > best[0] + RIVAL_MARGIN
-            if better:
+            if better and not spelled(text):
+                # Digits belong to no language: a Spanish "veintisiete" is "27" under Italian's
+                # token, likelier than under Spanish's ("veinticete"). The likelier text, but
+                # the language chosen on the detection and the session's prior stays its label.
+                w.result.language, w.result.language_probability = best[2], best[3]
+                best = (score(language), w.result, best[2], best[3], best[4], (text, logprob))
+            elif better:
                 w.probability = w.languages.get(language, 0.0)
                 w.result.language_probability = w.probability
                 best = (score(language), w.result, w.language, w.probability, w.prompt, (text, logprob))

@@ -71,3 +71,14 @@ def test_a_partial_over_noise_with_the_previous_caption_as_context_shows_nothing
     for prompt in (Prompt("", ENGLISH_CONTEXT, "en"), Prompt()):
         d = partial(asr_base, noise, prior="en", prompt=prompt)
         assert not d.ok, (prompt, d.text, d.avg_logprob, d.no_speech_prob)
+
+
+@pytest.mark.parametrize("digit", ["4", "21", "27"])
+def test_a_number_said_in_the_sessions_language_keeps_its_label(asr_base, digit):
+    """A Spanish "veintisiete" comes out as "27" in Spanish and in Italian alike, likelier under
+    Italian's token: digits belong to no language, so the session's Spanish stands and the
+    caption is not labelled Italian (nor kept from the room's Spanish screens)."""
+    reference, audio = prompt_audio(f"digits/{digit}", "es")
+    d = final(asr_base, audio, prior="es", prompt=Prompt("", "", "es"))
+    assert d.ok and d.language == "es", (d.language, d.text, d.languages)
+    assert corpus.wer([reference], [d.text], lang="es") == 0.0, (reference, d.text)
