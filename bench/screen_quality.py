@@ -36,6 +36,7 @@ stream in real time through /rooms/r1/ws/audio with ``subtitler send``'s client 
                       and the share of finals with any such change
   shown_in_nonspeech  words shown (partial or final) by captions that overlap no reference speech
   lang_right          finals whose `lang` is the language of the speech they overlap
+  lang_wrong          the others: their text and label, the language spoken and the reference
   cpu_cores           the server's CPU seconds / the stream's seconds; peak_rss_mb its VmHWM
 
 ``--file`` decodes the file in-process as ``subtitler transcribe`` does (finals only, no clock):
@@ -167,6 +168,10 @@ def score(truth: dict, captions: list[tuple[float, dict]], sent_at) -> dict:
         "shown_in_nonspeech": shown_nonspeech,
         "lang_right": round(sum(1 for _, m, u in finals if u is not None and m.get("lang") == u.get("lang", truth["lang"]))
                             / max(1, sum(1 for _, _, u in finals if u is not None)), 3),
+        # each final in another language than the speech it overlaps: what to look at first
+        "lang_wrong": [{"text": m["text"], "lang": m.get("lang"), "spoken": u.get("lang", truth["lang"]),
+                        "reference": u["text"]}
+                       for _, m, u in finals if u is not None and m.get("lang") != u.get("lang", truth["lang"])],
     }
     out["wer"] = wer_by_language(truth, [(m, u) for _, m, u in finals])
     return out
@@ -307,7 +312,8 @@ def file_run(truth: dict, model: str, overrides: dict) -> dict:
             captions.append((c.emitted, c.to_dict()))
     Session(load_asr(config, progress=False), FileSource(truth["wav"], realtime=False), [Sink()], config).run()
     figures = score(truth, captions, lambda t: t)
-    return {k: figures[k] for k in ("wer", "finals", "utterances", "shown_in_nonspeech", "lang_right")} | {
+    return {k: figures[k] for k in ("wer", "finals", "utterances", "shown_in_nonspeech", "lang_right",
+                                    "lang_wrong")} | {
         "captions": [[round(t, 3), {k: m.get(k) for k in ("id", "kind", "lang", "start", "end", "text")}]
                      for t, m in captions if m.get("kind") == "final"]}
 
