@@ -90,13 +90,13 @@ def start_edge(redis_url: str) -> tuple[subprocess.Popen, int]:
 
 
 def run(server, redis: subprocess.Popen, redis_url: str, viewers: int, captions: int, rate: float, procs: int,
-        kill: bool, first_id: int) -> dict:
+        kill: bool, first_id: int, parse_now: bool = False) -> dict:
     link = server.rooms["hall"]
     edges = []
     try:
         for _ in range(2):
             edges.append(start_edge(redis_url))
-        return _measure(link, redis, edges, viewers, captions, rate, procs, kill, first_id)
+        return _measure(link, redis, edges, viewers, captions, rate, procs, kill, first_id, parse_now)
     finally:
         for p, _ in edges:  # also when a run fails: no edge left behind
             if p.poll() is None:
@@ -110,7 +110,7 @@ def _own_cpu_s() -> float:
 
 
 def _measure(link, redis: subprocess.Popen, edges, viewers: int, captions: int, rate: float, procs: int, kill: bool,
-             first_id: int) -> dict:
+             first_id: int, parse_now: bool) -> dict:
     from subtitler.captions import Caption
 
     ports = [port for _, port in edges]
@@ -121,7 +121,8 @@ def _measure(link, redis: subprocess.Popen, edges, viewers: int, captions: int, 
     for k, share in enumerate(filter(None, shares)):
         parent, child = ctx.Pipe()
         order = ports[k % 2:] + ports[:k % 2]  # half the processes start on each edge
-        p = ctx.Process(target=screens_process, args=(order, share, "/rooms/hall/ws/view", child), daemon=True)
+        p = ctx.Process(target=screens_process, args=(order, share, "/rooms/hall/ws/view", child, parse_now),
+                       daemon=True)
         p.start()
         workers.append((p, parent))
     for p, pipe in workers:
@@ -204,6 +205,8 @@ def _measure(link, redis: subprocess.Popen, edges, viewers: int, captions: int, 
             "protocol_errors": sum(r["error_count"] for r in results),
             "cpu_percent": {"edges": [percent(c) for c in cpu[:2]], "redis": percent(cpu[2]),
                             "host": percent(cpu[3]), "viewers": [percent(r["cpu_s"]) for r in results],
+                            # CPU seconds each viewer process spent after the run checking what it kept
+                            "viewers_check_after_s": [round(r["read_after_s"], 2) for r in results],
                             # all of it (of 100 × cores): the above, the kernel's own work, and other jobs
                             "machine": percent(cpu[4]),
                             # the hypervisor's other guests on these cores (bench/machine.py)
@@ -221,6 +224,8 @@ def main() -> int:
     ap.add_argument("--procs", type=int, default=os.cpu_count() or 2, help="viewer processes")
     ap.add_argument("--no-kill", action="store_true", help="skip the run with an edge killed")
     ap.add_argument("--kill-only", action="store_true", help="only the run with an edge killed")
+    ap.add_argument("--parse-now", action="store_true",
+                    help="viewers check each frame as it comes, not after the run (bench/screens.py)")
     args = ap.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -244,10 +249,12 @@ def main() -> int:
         server.add_room("hall")
         out = {"machine": f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start", "runs": []}
         if not args.kill_only:
-            out["runs"].append(run(server, redis, url, args.viewers, args.captions, args.rate, args.procs, False, 1))
+            out["runs"].append(run(server, redis, url, args.viewers, args.captions, args.rate, args.procs, False, 1,
+                                   args.parse_now))
             print(json.dumps(out["runs"][-1]), file=sys.stderr, flush=True)
         if not args.no_kill:
-            out["runs"].append(run(server, redis, url, args.viewers, args.captions, args.rate, args.procs, True, 10000))
+            out["runs"].append(run(server, redis, url, args.viewers, args.captions, args.rate, args.procs, True, 10000,
+                                   args.parse_now))
         print(json.dumps(out, indent=1))
     finally:
         if server is not None:
