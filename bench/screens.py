@@ -43,6 +43,12 @@ FINAL = b'"kind":"final"'
 HISTORY_END = b'"history":true}'
 
 
+def caption_seq(data: bytes, at: int = 0) -> int:
+    """The ``seq`` of the caption message starting at ``at`` in ``data`` (its first field)."""
+    start = at + len(CAPTION)
+    return int(data[start:data.index(b",", start)])
+
+
 def new_loop() -> asyncio.AbstractEventLoop:
     try:
         import uvloop
@@ -191,9 +197,7 @@ class Screen(asyncio.Protocol):
         """The last seq received (the kept frames came in order: the newest has it)."""
         if not self.unread:
             return self.seq
-        frame = self.unread[-1]
-        start = 4 + len(CAPTION)
-        return int(frame[start:frame.index(b",", start)])
+        return caption_seq(self.unread[-1], 4)
 
     def read_kept(self) -> None:
         """Read the frames kept by ``data_received``, in the order they came."""
@@ -230,7 +234,7 @@ class Screen(asyncio.Protocol):
                     if not fleet.waiting:
                         fleet.welcomed.set()
             return
-        seq = int(payload[len(CAPTION):payload.index(b",", len(CAPTION))])
+        seq = caption_seq(payload)
         if seq <= self.seq:
             self.dups += 1
             return
