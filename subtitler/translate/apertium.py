@@ -134,7 +134,10 @@ class _Pipeline:
             self.proc.wait()
         for f in (self.proc.stdin, self.proc.stdout):
             if f is not None:
-                f.close()
+                try:
+                    f.close()
+                except BrokenPipeError:
+                    pass  # a caption was still buffered for a pipeline that had ended: drop it
 
 
 class ApertiumTranslator:
