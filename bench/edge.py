@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from corpus import percentile  # noqa: E402
-from machine import cpu_times_s  # noqa: E402
+from machine import cpu_times_s, own_cpu_s, process_cpu_s  # noqa: E402
 from screens import delays_of, screens_process  # noqa: E402
 
 HOST = "127.0.0.1"
@@ -56,11 +56,6 @@ def free_port() -> int:
 
 
 # -- processes ------------------------------------------------------------------------------------
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
 
 # Room for every viewer on one edge, and within this process's open-file limit (typically 20000)
 # with the server's reserve: beyond it the server cuts its listen backlog to 64, and 2500
@@ -104,11 +99,6 @@ def run(server, redis: subprocess.Popen, redis_url: str, viewers: int, captions:
                 p.wait(5)
 
 
-def _own_cpu_s() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
-
-
 def _measure(link, redis: subprocess.Popen, edges, viewers: int, captions: int, rate: float, procs: int, kill: bool,
              first_id: int, parse_now: bool) -> dict:
     from subtitler.captions import Caption
@@ -132,7 +122,7 @@ def _measure(link, redis: subprocess.Popen, edges, viewers: int, captions: int, 
     time.sleep(2.0)  # welcomes and histories out
     # CPU over the run, per part: the edges, Redis, this process (the host: its loop, its Redis
     # publisher and the caption feed) and the viewer processes (their own figure, from "ready").
-    cpu0 = [cpu_seconds(p.pid) for p, _ in edges] + [cpu_seconds(redis.pid), _own_cpu_s(), *cpu_times_s()]
+    cpu0 = [process_cpu_s(p.pid) for p, _ in edges] + [process_cpu_s(redis.pid), own_cpu_s(), *cpu_times_s()]
     t_cpu = time.monotonic()
     filler = "the budget for next year has been approved by the committee after a long debate"
     start = time.monotonic()
@@ -169,8 +159,8 @@ def _measure(link, redis: subprocess.Popen, edges, viewers: int, captions: int, 
         time.sleep(0.1)
     time.sleep(0.5)
     window = time.monotonic() - t_cpu
-    cpu = [cpu_seconds(p.pid) - c if p.poll() is None else None for (p, _), c in zip(edges, cpu0)]
-    cpu += [cpu_seconds(redis.pid) - cpu0[2], _own_cpu_s() - cpu0[3]]
+    cpu = [process_cpu_s(p.pid) - c if p.poll() is None else None for (p, _), c in zip(edges, cpu0)]
+    cpu += [process_cpu_s(redis.pid) - cpu0[2], own_cpu_s() - cpu0[3]]
     cpu += [now - then for now, then in zip(cpu_times_s(), cpu0[4:])]
     results = []
     for p, pipe in workers:

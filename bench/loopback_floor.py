@@ -34,15 +34,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from corpus import percentile  # noqa: E402
-from machine import cpu_times_s  # noqa: E402
+from machine import cpu_times_s, own_cpu_s  # noqa: E402
 
 HOST = "127.0.0.1"
 STAMP = struct.Struct("<d")
-
-
-def _own_cpu_s() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
 
 
 def sender(listener: socket.socket, count: int, pipe, events: int, rate: float, size: int) -> None:
@@ -53,7 +48,7 @@ def sender(listener: socket.socket, count: int, pipe, events: int, rate: float, 
         conns.append(s)
     pipe.send("ready")
     start = pipe.recv()  # the shared start time
-    cpu0 = _own_cpu_s()
+    cpu0 = own_cpu_s()
     pad = b"x" * (size - STAMP.size)
     sends = [s.send for s in conns]
     for k in range(events):
@@ -64,7 +59,7 @@ def sender(listener: socket.socket, count: int, pipe, events: int, rate: float, 
         message = STAMP.pack(due) + pad
         for send in sends:
             send(message)
-    pipe.send(_own_cpu_s() - cpu0)
+    pipe.send(own_cpu_s() - cpu0)
     pipe.recv()
 
 
@@ -81,7 +76,7 @@ def reader(ports: list[int], count: int, pipe, events: int, size: int) -> None:
         ep.register(fd, select.EPOLLIN)
     pipe.send("ready")
     pipe.recv()
-    cpu0 = _own_cpu_s()
+    cpu0 = own_cpu_s()
     delays: list[float] = []
     expected = events * count
     got = 0
@@ -101,7 +96,7 @@ def reader(ports: list[int], count: int, pipe, events: int, size: int) -> None:
                 delays.append(now - STAMP.unpack_from(data, at)[0])
                 got += 1
             pending[fd] = data[whole:]
-    pipe.send({"delays": delays, "cpu_s": _own_cpu_s() - cpu0})
+    pipe.send({"delays": delays, "cpu_s": own_cpu_s() - cpu0})
     pipe.recv()
 
 

@@ -66,6 +66,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
 from corpus import build_mixed_stream, normalize, percentile, wer  # noqa: E402
+from machine import process_cpu_s  # noqa: E402
 
 PUNCT = ".,;:!?¿¡…\"'»«)("
 
@@ -266,11 +267,11 @@ def live_run(truth: dict, model: str, extra: list[str]) -> dict:
     watcher.start()
     time.sleep(0.5)
     source = LoggedFile(Path(truth["wav"]))
-    cpu0 = _cpu_seconds(proc.pid)
+    cpu0 = process_cpu_s(proc.pid)
     with open(os.devnull, "w") as quiet:
         code = send_audio(source, f"ws://127.0.0.1:{port}", token, out=quiet, room="r1")
     time.sleep(2.0)  # the last final
-    cpu = _cpu_seconds(proc.pid) - cpu0
+    cpu = process_cpu_s(proc.pid) - cpu0
     rss = _peak_rss_mb(proc.pid)
     done.set()
     watcher.join(5)
@@ -284,11 +285,6 @@ def live_run(truth: dict, model: str, extra: list[str]) -> dict:
     figures["captions"] = [[round(t, 3), {k: m.get(k) for k in ("id", "kind", "lang", "start", "end", "text",
                                                                 "committed")}] for t, m in captions]
     return figures
-
-
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
 def _peak_rss_mb(pid: int) -> float:

@@ -32,6 +32,8 @@ import resource
 import time
 from array import array
 
+from machine import own_cpu_s
+
 HOST = "127.0.0.1"
 CONNECTING = 64  # handshakes in flight per process (a listen backlog that overflows costs a 1 s SYN retry)
 RETRY_S = (0.4, 0.6)  # the overlay's first back-off after a failed attempt: 500 ms ± 20 %
@@ -268,26 +270,21 @@ async def _run(ports: list[int], count: int, path: str, pipe, parse_now: bool) -
 
     loop.add_reader(pipe.fileno(), on_message)
     pipe.send("ready")
-    cpu0 = _cpu_s()
+    cpu0 = own_cpu_s()
     await stop.wait()
     loop.remove_reader(pipe.fileno())
-    cpu = _cpu_s() - cpu0
+    cpu = own_cpu_s() - cpu0
     fleet.stopping = True
     for s in screens:
         if s.transport is not None:
             s.transport.abort()
         s.read_kept()
-    read_after = _cpu_s() - cpu0 - cpu  # the reading kept until the figures were asked for
+    read_after = own_cpu_s() - cpu0 - cpu  # the reading kept until the figures were asked for
     return {"delays": fleet.delays.tobytes(), "finals": [sorted(s.finals) for s in screens],
             "dups": sum(s.dups for s in screens), "reconnects": fleet.reconnects, "failed": fleet.failed,
             "errors": fleet.errors[:5], "error_count": len(fleet.errors),
             "outages": fleet.outages,
             "cpu_s": cpu, "read_after_s": read_after, "loop": type(loop).__module__.partition(".")[0]}
-
-
-def _cpu_s() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
 
 
 def screens_process(ports: list[int], count: int, path: str, pipe, parse_now: bool = False) -> None:
