@@ -126,7 +126,6 @@ def test_a_stuck_or_dead_pipeline_is_an_error_and_the_next_call_starts_afresh(tm
         tr.close()
 
 
-
 def test_a_pipeline_that_ends_just_before_a_caption_is_written_is_an_error_then_restarts(tmp_path):
     # The pipeline can end between the check that it is alive and the write: the caption stays
     # buffered, and closing the pipe must not raise the broken pipe a second time.
@@ -143,6 +142,7 @@ def test_a_pipeline_that_ends_just_before_a_caption_is_written_is_an_error_then_
             tr.translate("Hello", "en", ["yyy"])  # a fresh pipeline, which ends too
     finally:
         tr.close()
+
 
 @pytest.mark.parametrize("direction", ["en-es", "es-en"])
 def test_bleu_on_the_asterisk_parallel_prompts(apertium, parallel, direction):
